@@ -1,0 +1,67 @@
+//! `so8t`: the SO8T life cycle in one binary. This crate only parses arguments and wires the
+//! library crates together; each subcommand lives in `commands/`.
+
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// so8t: SO(8)-gated fine-tuning, baking, export and serving of Phi-3 / Llama chat models.
+#[derive(Parser)]
+#[command(name = "so8t", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// Worker threads for CPU kernels (default: all cores).
+    #[arg(long, global = true, env = "SO8T_THREADS")]
+    threads: Option<usize>,
+    /// Log filter, e.g. `info` or `so8t_model=debug` (also RUST_LOG).
+    #[arg(long, global = true, default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Inspect, create and run model folders.
+    #[command(subcommand)]
+    Model(commands::model::ModelCmd),
+    /// Generate text from a prompt (optionally as a chat, optionally with SO(8) gates).
+    Generate(commands::generate::GenerateArgs),
+    /// Fold SO(8) gates (and a LoRA adapter) into o_proj and write a plain HF model folder.
+    Bake(commands::bake::BakeArgs),
+    /// Download a model (or dataset) repository from the Hugging Face hub.
+    Pull(commands::pull::PullArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        // candle's CPU kernels (gemm, rayon) read this when their pools start.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+    let filter = std::env::var("RUST_LOG").unwrap_or(cli.log.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Model(c) => commands::model::run(c),
+        Command::Generate(a) => commands::generate::run(a),
+        Command::Bake(a) => commands::bake::run(a),
+        Command::Pull(a) => commands::pull::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("so8t: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! The so8t model core: Phi-3 / Llama causal LMs on candle, loaded from Hugging Face folders,
+//! with SO(8) rotation gates before `o_proj`, LoRA adapters in PEFT's format, and an exact bake
+//! that folds the gates into `o_proj`.
+//!
+//! # Example
+//! ```no_run
+//! use so8t_model::{Model, Forward};
+//! use candle_core::{Device, DType, Tensor};
+//! let model = Model::load("model-dir".as_ref(), DType::F32, &Device::Cpu)?;
+//! let ids = Tensor::new(&[[1u32, 2, 3]], &Device::Cpu)?;
+//! let logits = model.forward(&ids, Forward::default())?; // [1, 3, vocab]
+//! # Ok::<(), so8t_model::Error>(())
+//! ```
+#![warn(missing_docs)]
+
+pub mod bake;
+mod cache;
+mod chat_template;
+mod config;
+mod error;
+pub mod generate;
+pub mod hub;
+pub mod init;
+pub mod io;
+mod linear;
+pub mod lora;
+pub mod loss;
+mod model;
+mod rope;
+pub mod so8;
+mod tokenizer;
+mod weights;
+
+pub use cache::Cache;
+pub use chat_template::{ChatTemplate, Message, PHI35_TEMPLATE};
+pub use config::{Arch, Config, RopeConfig, RopeScaling};
+pub use error::{read_json, Error, Result};
+pub use linear::{Linear, LoraAdapter};
+pub use model::{Attention, DecoderLayer, Forward, Mlp, Model, Qkv, RmsNorm, Up};
+pub use rope::RotaryEmbedding;
+pub use tokenizer::TextTokenizer;
+pub use weights::Weights;

@@ -1,0 +1,573 @@
+//! The decoder of `Phi3ForCausalLM` and `LlamaForCausalLM` on candle.
+//!
+//! Follows `transformers/models/phi3/modeling_phi3.py` and `.../llama/modeling_llama.py`
+//! (eager attention): Phi-3 is Llama with fused `qkv_proj` and `gate_up_proj`, so one decoder
+//! serves both and the difference lives in [`Qkv`] and [`Up`]. The SO(8) gate acts on the merged
+//! attention output right before `o_proj` (spec §1).
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, D};
+
+use crate::cache::Cache;
+use crate::config::{Arch, Config};
+use crate::error::{Error, Result};
+use crate::linear::Linear;
+use crate::rope::RotaryEmbedding;
+use crate::so8::{apply_blocks, GateMatrices};
+use crate::weights::Weights;
+
+/// Options of one forward pass.
+#[derive(Default)]
+pub struct Forward<'a> {
+    /// KV cache to read and extend (positions continue from its length).
+    pub cache: Option<&'a mut Cache>,
+    /// `[B, S]` 1 for real tokens, 0 for padding, over cached + new positions.
+    pub attention_mask: Option<&'a Tensor>,
+    /// SO(8) blend matrices per layer.
+    pub gates: Option<&'a GateMatrices>,
+    /// Use differentiable kernels and enable LoRA dropout.
+    pub train: bool,
+}
+
+/// RMSNorm: `w · x / sqrt(mean(x²) + ε)` computed in f32.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    /// Scale [H].
+    pub weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if !train && x.dtype() == DType::F32 {
+            return Ok(candle_nn::ops::rms_norm(
+                &x.contiguous()?,
+                &self.weight,
+                self.eps as f32,
+            )?);
+        }
+        let dt = x.dtype();
+        let xf = x.to_dtype(DType::F32.max_precision(dt))?;
+        let var = xf.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = xf.broadcast_div(&(var + self.eps)?.sqrt()?)?.to_dtype(dt)?;
+        Ok(normed.broadcast_mul(&self.weight)?)
+    }
+}
+
+trait MaxPrecision {
+    fn max_precision(self, other: DType) -> DType;
+}
+impl MaxPrecision for DType {
+    fn max_precision(self, other: DType) -> DType {
+        if other == DType::F64 {
+            DType::F64
+        } else {
+            self
+        }
+    }
+}
+
+/// Query/key/value projections.
+#[derive(Debug, Clone)]
+pub enum Qkv {
+    /// Phi-3 `qkv_proj` [(nh + 2·nkv)·hd, H].
+    Fused(Linear),
+    /// Llama `q_proj`, `k_proj`, `v_proj`.
+    Separate(Linear, Linear, Linear),
+}
+
+/// MLP input projections.
+#[derive(Debug, Clone)]
+pub enum Up {
+    /// Phi-3 `gate_up_proj` [2·I, H]: gate rows first, then up.
+    Fused(Linear),
+    /// Llama `gate_proj`, `up_proj`.
+    Separate(Linear, Linear),
+}
+
+/// Self-attention of one layer.
+#[derive(Debug, Clone)]
+pub struct Attention {
+    /// q/k/v projections.
+    pub qkv: Qkv,
+    /// Output projection (the gate acts on its input).
+    pub o_proj: Linear,
+    num_heads: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
+}
+
+/// The feed-forward block: `down(silu(gate(x)) · up(x))`.
+#[derive(Debug, Clone)]
+pub struct Mlp {
+    /// Gate and up projections.
+    pub up: Up,
+    /// Down projection.
+    pub down_proj: Linear,
+}
+
+/// One decoder layer.
+#[derive(Debug, Clone)]
+pub struct DecoderLayer {
+    /// Norm before attention.
+    pub input_layernorm: RmsNorm,
+    /// Attention.
+    pub self_attn: Attention,
+    /// Norm before the MLP.
+    pub post_attention_layernorm: RmsNorm,
+    /// MLP.
+    pub mlp: Mlp,
+}
+
+/// A causal language model (Phi-3 or Llama family).
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// Resolved configuration.
+    pub cfg: Config,
+    /// Token embedding [V, H].
+    pub embed_tokens: Tensor,
+    /// Decoder layers.
+    pub layers: Vec<DecoderLayer>,
+    /// Final norm.
+    pub norm: RmsNorm,
+    /// Output projection [V, H] (the embedding when tied).
+    pub lm_head: Tensor,
+    rope: RotaryEmbedding,
+    dtype: DType,
+    device: Device,
+}
+
+struct Loader<'a> {
+    w: &'a Weights,
+    dtype: DType,
+    device: &'a Device,
+}
+
+impl Loader<'_> {
+    fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        self.w.get(name, shape, self.dtype, self.device)
+    }
+    fn linear(&self, name: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
+        Ok(Linear {
+            name: name.to_string(),
+            weight: self.tensor(&format!("{name}.weight"), &[out, inp])?,
+            bias: if bias {
+                Some(self.tensor(&format!("{name}.bias"), &[out])?)
+            } else {
+                None
+            },
+            lora: None,
+        })
+    }
+    fn norm(&self, name: &str, h: usize, eps: f64) -> Result<RmsNorm> {
+        Ok(RmsNorm {
+            weight: self.tensor(&format!("{name}.weight"), &[h])?,
+            eps,
+        })
+    }
+}
+
+impl Model {
+    /// Loads `config.json` and the safetensors weights of an HF model folder.
+    pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        let cfg = Config::from_file(dir)?;
+        let weights = Weights::from_model_dir(dir)?;
+        Self::from_weights(cfg, &weights, dtype, device)
+    }
+
+    /// Builds the model from a config and opened weights, checking every shape.
+    pub fn from_weights(cfg: Config, w: &Weights, dtype: DType, device: &Device) -> Result<Self> {
+        let ld = Loader { w, dtype, device };
+        let (h, nh, nkv, hd, i) = (
+            cfg.hidden_size,
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+            cfg.intermediate_size,
+        );
+        let embed_tokens = ld.tensor("model.embed_tokens.weight", &[cfg.vocab_size, h])?;
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for l in 0..cfg.num_hidden_layers {
+            let p = format!("model.layers.{l}");
+            let (ab, mb) = (cfg.attention_bias, cfg.mlp_bias);
+            let qkv = match cfg.arch {
+                Arch::Phi3 => Qkv::Fused(ld.linear(
+                    &format!("{p}.self_attn.qkv_proj"),
+                    (nh + 2 * nkv) * hd,
+                    h,
+                    false,
+                )?),
+                Arch::Llama => Qkv::Separate(
+                    ld.linear(&format!("{p}.self_attn.q_proj"), nh * hd, h, ab)?,
+                    ld.linear(&format!("{p}.self_attn.k_proj"), nkv * hd, h, ab)?,
+                    ld.linear(&format!("{p}.self_attn.v_proj"), nkv * hd, h, ab)?,
+                ),
+            };
+            let up = match cfg.arch {
+                Arch::Phi3 => {
+                    Up::Fused(ld.linear(&format!("{p}.mlp.gate_up_proj"), 2 * i, h, false)?)
+                }
+                Arch::Llama => Up::Separate(
+                    ld.linear(&format!("{p}.mlp.gate_proj"), i, h, mb)?,
+                    ld.linear(&format!("{p}.mlp.up_proj"), i, h, mb)?,
+                ),
+            };
+            let obias = cfg.arch == Arch::Llama && cfg.attention_bias;
+            let dbias = cfg.arch == Arch::Llama && cfg.mlp_bias;
+            layers.push(DecoderLayer {
+                input_layernorm: ld.norm(&format!("{p}.input_layernorm"), h, cfg.rms_norm_eps)?,
+                self_attn: Attention {
+                    qkv,
+                    o_proj: ld.linear(&format!("{p}.self_attn.o_proj"), h, nh * hd, obias)?,
+                    num_heads: nh,
+                    num_kv_heads: nkv,
+                    head_dim: hd,
+                },
+                post_attention_layernorm: ld.norm(
+                    &format!("{p}.post_attention_layernorm"),
+                    h,
+                    cfg.rms_norm_eps,
+                )?,
+                mlp: Mlp {
+                    up,
+                    down_proj: ld.linear(&format!("{p}.mlp.down_proj"), h, i, dbias)?,
+                },
+            });
+        }
+        let norm = ld.norm("model.norm", h, cfg.rms_norm_eps)?;
+        let lm_head = if w.contains("lm_head.weight") && !cfg.tie_word_embeddings {
+            ld.tensor("lm_head.weight", &[cfg.vocab_size, h])?
+        } else if cfg.tie_word_embeddings {
+            embed_tokens.clone()
+        } else {
+            return Err(Error::MissingTensor {
+                path: w.file_of("lm_head.weight").to_path_buf(),
+                name: "lm_head.weight".into(),
+                hint: " (config.json says tie_word_embeddings is false)".into(),
+            });
+        };
+        let rope = RotaryEmbedding::new(&cfg.rope);
+        Ok(Self {
+            cfg,
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            rope,
+            dtype,
+            device: device.clone(),
+        })
+    }
+
+    /// The dtype the model computes in.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The device the model lives on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Final hidden states `[B, T, H]` after the last RMSNorm.
+    pub fn hidden_states(&self, input_ids: &Tensor, mut fw: Forward<'_>) -> Result<Tensor> {
+        let (b, t) = input_ids.dims2()?;
+        if t == 0 {
+            return Err(Error::Generation(
+                "empty input: at least one token is needed".into(),
+            ));
+        }
+        let offset = fw.cache.as_ref().map(|c| c.seq_len()).unwrap_or(0);
+        let max_id = input_ids
+            .flatten_all()?
+            .max(0)?
+            .to_dtype(DType::U32)?
+            .to_scalar::<u32>()?;
+        if max_id as usize >= self.cfg.vocab_size {
+            return Err(Error::Generation(format!(
+                "token id {max_id} is outside the vocabulary of {} tokens",
+                self.cfg.vocab_size
+            )));
+        }
+        let mut x = self
+            .embed_tokens
+            .index_select(&input_ids.flatten_all()?, 0)?
+            .reshape((b, t, self.cfg.hidden_size))?;
+        let (cos, sin) = self.rope.cos_sin(offset, t, self.dtype, &self.device)?;
+        let mask = self.mask(b, t, offset, fw.attention_mask)?;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let gate = fw
+                .gates
+                .and_then(|g| g.layers.get(l))
+                .and_then(|m| m.as_ref());
+            let h = layer.input_layernorm.forward(&x, fw.train)?;
+            let ctx = AttnCtx {
+                cos: &cos,
+                sin: &sin,
+                mask: mask.as_ref(),
+                gate,
+                train: fw.train,
+                layer: l,
+            };
+            let a = layer.self_attn.forward(&h, &ctx, fw.cache.as_deref_mut())?;
+            x = (x + a)?;
+            let h = layer.post_attention_layernorm.forward(&x, fw.train)?;
+            x = (x + layer.mlp.forward(&h, fw.train)?)?;
+        }
+        if let Some(c) = fw.cache.as_deref_mut() {
+            c.advance(t);
+        }
+        self.norm.forward(&x, fw.train)
+    }
+
+    /// Logits (f32) for hidden states `[B, T, H]` → `[B, T, V]`.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        let (b, t, h) = hidden.dims3()?;
+        let y = hidden.reshape((b * t, h))?.matmul(&self.lm_head.t()?)?;
+        Ok(y.to_dtype(DType::F32.max_precision(self.dtype))?.reshape((
+            b,
+            t,
+            self.cfg.vocab_size,
+        ))?)
+    }
+
+    /// Logits at every position: `[B, T, V]`.
+    pub fn forward(&self, input_ids: &Tensor, fw: Forward<'_>) -> Result<Tensor> {
+        let h = self.hidden_states(input_ids, fw)?;
+        self.logits(&h)
+    }
+
+    /// Logits of the last position only: `[B, V]` (what generation needs).
+    pub fn forward_last(&self, input_ids: &Tensor, fw: Forward<'_>) -> Result<Tensor> {
+        let h = self.hidden_states(input_ids, fw)?;
+        let t = h.dim(1)?;
+        let last = h.narrow(1, t - 1, 1)?;
+        Ok(self.logits(&last)?.squeeze(1)?)
+    }
+
+    /// True if and only if a KV cache of `cached` positions must be recomputed before running a
+    /// sequence of `total` positions: LongRoPE switches from short to long factors once the
+    /// sequence outgrows the original context, and (as transformers' Phi-3 generation does)
+    /// keys cached with short factors are then re-encoded with long ones, once.
+    pub fn rope_switch_invalidates(&self, cached: usize, total: usize) -> bool {
+        match &self.cfg.rope.scaling {
+            crate::config::RopeScaling::LongRope {
+                original_max_position_embeddings: o,
+                ..
+            } => cached > 0 && cached <= *o && total > *o,
+            _ => false,
+        }
+    }
+
+    /// The additive attention mask `[B|1, 1, T, S]` (0 or a very negative number), or `None`
+    /// when no position needs masking.
+    fn mask(
+        &self,
+        b: usize,
+        t: usize,
+        offset: usize,
+        pad: Option<&Tensor>,
+    ) -> Result<Option<Tensor>> {
+        let s = offset + t;
+        let window = self.cfg.sliding_window.filter(|&w| w < s);
+        if t == 1 && window.is_none() && pad.is_none() {
+            return Ok(None);
+        }
+        let pad_rows: Option<Vec<Vec<u32>>> = match pad {
+            Some(p) => {
+                let (pb, ps) = p.dims2()?;
+                if pb != b || ps != s {
+                    return Err(Error::Generation(format!(
+                        "attention mask is [{pb}, {ps}], expected [{b}, {s}] (batch × cached+new positions)"
+                    )));
+                }
+                Some(p.to_dtype(DType::U32)?.to_vec2::<u32>()?)
+            }
+            None => None,
+        };
+        let rows = if pad_rows.is_some() { b } else { 1 };
+        let neg = f32::MIN;
+        let mut m = vec![0f32; rows * t * s];
+        for r in 0..rows {
+            for i in 0..t {
+                let q = offset + i;
+                for k in 0..s {
+                    let masked = k > q
+                        || window.is_some_and(|w| q - k.min(q) >= w)
+                        || pad_rows.as_ref().is_some_and(|p| p[r][k] == 0);
+                    if masked {
+                        m[(r * t + i) * s + k] = neg;
+                    }
+                }
+            }
+        }
+        Ok(Some(Tensor::from_vec(m, (rows, 1, t, s), &self.device)?))
+    }
+
+    /// Every linear layer, in layer order.
+    pub fn linears(&self) -> Vec<&Linear> {
+        let mut v = Vec::new();
+        for l in &self.layers {
+            match &l.self_attn.qkv {
+                Qkv::Fused(x) => v.push(x),
+                Qkv::Separate(q, k, vv) => v.extend([q, k, vv]),
+            }
+            v.push(&l.self_attn.o_proj);
+            match &l.mlp.up {
+                Up::Fused(x) => v.push(x),
+                Up::Separate(g, u) => v.extend([g, u]),
+            }
+            v.push(&l.mlp.down_proj);
+        }
+        v
+    }
+
+    /// Every linear layer, mutably (to attach or merge LoRA adapters).
+    pub fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        let mut v = Vec::new();
+        for l in &mut self.layers {
+            match &mut l.self_attn.qkv {
+                Qkv::Fused(x) => v.push(x),
+                Qkv::Separate(q, k, vv) => v.extend([q, k, vv]),
+            }
+            v.push(&mut l.self_attn.o_proj);
+            match &mut l.mlp.up {
+                Up::Fused(x) => v.push(x),
+                Up::Separate(g, u) => v.extend([g, u]),
+            }
+            v.push(&mut l.mlp.down_proj);
+        }
+        v
+    }
+
+    /// All weights under their HF names (LoRA merged), as a checkpoint would hold them.
+    pub fn named_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut out = vec![(
+            "model.embed_tokens.weight".to_string(),
+            self.embed_tokens.clone(),
+        )];
+        for (i, l) in self.layers.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            out.push((
+                format!("{p}.input_layernorm.weight"),
+                l.input_layernorm.weight.clone(),
+            ));
+            out.push((
+                format!("{p}.post_attention_layernorm.weight"),
+                l.post_attention_layernorm.weight.clone(),
+            ));
+        }
+        for lin in self.linears() {
+            out.push((format!("{}.weight", lin.name), lin.merged_weight()?));
+            if let Some(b) = &lin.bias {
+                out.push((format!("{}.bias", lin.name), b.clone()));
+            }
+        }
+        out.push(("model.norm.weight".into(), self.norm.weight.clone()));
+        if !self.cfg.tie_word_embeddings {
+            out.push(("lm_head.weight".into(), self.lm_head.clone()));
+        }
+        Ok(out)
+    }
+}
+
+struct AttnCtx<'a> {
+    cos: &'a Tensor,
+    sin: &'a Tensor,
+    mask: Option<&'a Tensor>,
+    gate: Option<&'a Tensor>,
+    train: bool,
+    layer: usize,
+}
+
+fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, train: bool) -> Result<Tensor> {
+    let rot = cos.dim(1)? * 2;
+    let d = x.dim(D::Minus1)?;
+    let apply = |x: &Tensor| -> Result<Tensor> {
+        Ok(if train {
+            candle_nn::rotary_emb::rope_slow(x, cos, sin)?
+        } else {
+            candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin)?
+        })
+    };
+    if rot == d {
+        return apply(x);
+    }
+    let head = apply(&x.narrow(D::Minus1, 0, rot)?.contiguous()?)?;
+    let pass = x.narrow(D::Minus1, rot, d - rot)?;
+    Ok(Tensor::cat(&[&head, &pass], D::Minus1)?)
+}
+
+impl Attention {
+    fn forward(&self, x: &Tensor, ctx: &AttnCtx<'_>, cache: Option<&mut Cache>) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let (q, k, v) = match &self.qkv {
+            Qkv::Fused(l) => {
+                let qkv = l.forward(x, ctx.train)?;
+                (
+                    qkv.narrow(D::Minus1, 0, nh * hd)?,
+                    qkv.narrow(D::Minus1, nh * hd, nkv * hd)?,
+                    qkv.narrow(D::Minus1, (nh + nkv) * hd, nkv * hd)?,
+                )
+            }
+            Qkv::Separate(ql, kl, vl) => (
+                ql.forward(x, ctx.train)?,
+                kl.forward(x, ctx.train)?,
+                vl.forward(x, ctx.train)?,
+            ),
+        };
+        let q = q.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
+        let k = k.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+        let v = v.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+        let q = rope(&q, ctx.cos, ctx.sin, ctx.train)?;
+        let k = rope(&k, ctx.cos, ctx.sin, ctx.train)?;
+        let (k, v) = match cache {
+            Some(c) => c.append(ctx.layer, k, v)?,
+            None => (k, v),
+        };
+        let s = k.dim(2)?;
+        let rep = nh / nkv;
+        // Group the query heads that share a kv head, so k and v are never copied per head.
+        let qg = q.reshape((b, nkv, rep * t, hd))?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let att = (qg.matmul(&k.t()?)? * scale)?.reshape((b, nh, t, s))?;
+        let dt = att.dtype();
+        let mut att = att.to_dtype(DType::F32.max_precision(dt))?;
+        if let Some(m) = ctx.mask {
+            att = att.broadcast_add(&m.to_dtype(att.dtype())?)?;
+        }
+        let att = if ctx.train {
+            candle_nn::ops::softmax(&att, D::Minus1)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&att)?
+        };
+        let att = att.to_dtype(dt)?.reshape((b, nkv, rep * t, s))?;
+        let y = att.matmul(&v.contiguous()?)?; // [b, nkv, rep·t, hd]
+        let y = y
+            .reshape((b, nh, t, hd))?
+            .transpose(1, 2)?
+            .reshape((b, t, nh * hd))?;
+        let y = match ctx.gate {
+            Some(m) => apply_blocks(&y, m)?,
+            None => y,
+        };
+        self.o_proj.forward(&y, ctx.train)
+    }
+}
+
+impl Mlp {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (g, u) = match &self.up {
+            Up::Fused(l) => {
+                let gu = l.forward(x, train)?;
+                let i = gu.dim(D::Minus1)? / 2;
+                (gu.narrow(D::Minus1, 0, i)?, gu.narrow(D::Minus1, i, i)?)
+            }
+            Up::Separate(gl, ul) => (gl.forward(x, train)?, ul.forward(x, train)?),
+        };
+        let h = (g.silu()? * u)?;
+        self.down_proj.forward(&h, train)
+    }
+}
