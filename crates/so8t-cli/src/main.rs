@@ -32,6 +32,8 @@ enum Command {
     Bake(commands::bake::BakeArgs),
     /// Download a model (or dataset) repository from the Hugging Face hub.
     Pull(commands::pull::PullArgs),
+    /// Run the whole flow available so far on the bundled tiny model.
+    Quickstart(commands::quickstart::QuickstartArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
         Command::Generate(a) => commands::generate::run(a),
         Command::Bake(a) => commands::bake::run(a),
         Command::Pull(a) => commands::pull::run(a),
+        Command::Quickstart(a) => commands::quickstart::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,6 +4,7 @@ pub mod bake;
 pub mod generate;
 pub mod model;
 pub mod pull;
+pub mod quickstart;
 
 use std::path::PathBuf;
 

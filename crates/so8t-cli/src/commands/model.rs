@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use so8t_model::init::{init_model, InitOptions, Preset};
+use so8t_model::so8::{LayerSelection, RotationMethod, So8Gates};
 use so8t_model::{Arch, Config, Forward, TextTokenizer, Weights};
 
 use super::{parse_ids, GateArgs, RuntimeArgs};
@@ -19,6 +20,28 @@ pub enum ModelCmd {
     Logits(LogitsArgs),
     /// Create a deterministic random-init model folder with a trained BPE tokenizer.
     Init(InitArgs),
+    /// Write random SO(8) generators (N(0, init_scale²)) for a model as a gates file.
+    InitGates(InitGatesArgs),
+}
+
+/// `model init-gates`.
+#[derive(clap::Args)]
+pub struct InitGatesArgs {
+    /// The model folder (for the width and layer count).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Layers to gate: `all` or a list such as `0,1,4-7`.
+    #[arg(long, default_value = "all")]
+    pub layers: String,
+    /// Standard deviation of the generator entries (spec default 0.05).
+    #[arg(long, default_value_t = 0.05)]
+    pub init_scale: f64,
+    /// RNG seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output gates file (.safetensors).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 /// `model info`.
@@ -81,6 +104,7 @@ pub fn run(cmd: ModelCmd) -> Result<()> {
         ModelCmd::Info(a) => info(a),
         ModelCmd::Logits(a) => logits(a),
         ModelCmd::Init(a) => init(a),
+        ModelCmd::InitGates(a) => init_gates(a),
     }
 }
 
@@ -107,7 +131,7 @@ fn info(a: InfoArgs) -> Result<()> {
         "head_dim": cfg.head_dim,
         "vocab_size": cfg.vocab_size,
         "max_position_embeddings": cfg.max_position_embeddings,
-        "rope": format!("{:?}", cfg.rope.scaling).split([' ', '{']).next().unwrap_or(""),
+        "rope": rope_name(&cfg.rope.scaling),
         "rope_theta": cfg.rope.theta,
         "sliding_window": cfg.sliding_window,
         "tie_word_embeddings": cfg.tie_word_embeddings,
@@ -221,4 +245,38 @@ fn init(a: InitArgs) -> Result<()> {
         cfg.parameter_count() as f64 / 1e6
     );
     Ok(())
+}
+
+/// Writes random gates for `model` to `out`; returns the number of gated layers.
+pub fn init_gates(a: InitGatesArgs) -> Result<()> {
+    let cfg = Config::from_file(&a.model)?;
+    let sel: LayerSelection = a.layers.parse()?;
+    let layers = sel.resolve(cfg.num_hidden_layers)?;
+    let gates = So8Gates::random(
+        &layers,
+        cfg.attn_out_dim(),
+        a.init_scale,
+        a.seed,
+        RotationMethod::Exp,
+        &Device::Cpu,
+    )?;
+    gates
+        .save(&a.out)
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    eprintln!(
+        "wrote {}: generators [{}, 28] for layers {:?}",
+        a.out.display(),
+        cfg.attn_out_dim() / 8,
+        layers
+    );
+    Ok(())
+}
+
+fn rope_name(s: &so8t_model::RopeScaling) -> &'static str {
+    match s {
+        so8t_model::RopeScaling::None => "default",
+        so8t_model::RopeScaling::Linear { .. } => "linear",
+        so8t_model::RopeScaling::Llama3 { .. } => "llama3",
+        so8t_model::RopeScaling::LongRope { .. } => "longrope",
+    }
 }

@@ -1,0 +1,278 @@
+//! The `so8t` binary end to end: init, info, logits, init-gates, generate, bake, quickstart,
+//! errors and `--help` on every command.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+
+fn so8t(args: &[&str]) -> Output {
+    Command::cargo_bin("so8t")
+        .unwrap()
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = so8t(args);
+    assert!(
+        o.status.success(),
+        "so8t {args:?} failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn fails(args: &[&str]) -> String {
+    let o = so8t(args);
+    assert_eq!(o.status.code(), Some(2), "so8t {args:?} should fail with 2");
+    String::from_utf8(o.stderr).unwrap()
+}
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/fixtures")
+        .join(name)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn init_is_deterministic_and_seeded() {
+    let t = tempfile::tempdir().unwrap();
+    let (a, b, c) = (t.path().join("a"), t.path().join("b"), t.path().join("c"));
+    for (dir, seed) in [(&a, "3"), (&b, "3"), (&c, "4")] {
+        ok(&[
+            "model",
+            "init",
+            "--arch",
+            "llama",
+            "--preset",
+            "tiny",
+            "--seed",
+            seed,
+            "--out",
+            s(dir),
+        ]);
+    }
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "model.safetensors",
+        "generation_config.json",
+    ] {
+        assert_eq!(
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+            "{f} differs for equal seeds"
+        );
+    }
+    assert_eq!(
+        std::fs::read(a.join("tokenizer.json")).unwrap(),
+        std::fs::read(c.join("tokenizer.json")).unwrap()
+    );
+    assert_ne!(
+        std::fs::read(a.join("model.safetensors")).unwrap(),
+        std::fs::read(c.join("model.safetensors")).unwrap()
+    );
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(&["model", "info", s(&a), "--json"])).unwrap();
+    assert_eq!(info["architecture"], "LlamaForCausalLM");
+    assert_eq!(info["num_key_value_heads"], 2);
+    assert_eq!(info["chat_template"], true);
+}
+
+#[test]
+fn logits_json_matches_reference_fixture() {
+    let dir = fixture("phi3-tiny");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+            .unwrap();
+    let case = &r["so8t"]["cases"][0];
+    let ids: Vec<String> = case["input_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+    let gates = dir.join("so8t_gates.safetensors");
+    let out = ok(&[
+        "model",
+        "logits",
+        "--model",
+        s(&dir),
+        "--ids",
+        &ids.join(","),
+        "--gates",
+        s(&gates),
+        "--alpha",
+        "0.75",
+        "--json",
+    ]);
+    let got: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let (g, w) = (
+        got["logits"].as_array().unwrap(),
+        case["logits"].as_array().unwrap(),
+    );
+    assert_eq!(g.len(), w.len());
+    let mut max = 0f64;
+    for (gr, wr) in g.iter().zip(w) {
+        for (x, y) in gr.as_array().unwrap().iter().zip(wr.as_array().unwrap()) {
+            max = max.max((x.as_f64().unwrap() - y.as_f64().unwrap()).abs());
+        }
+    }
+    assert!(max < 1e-4, "gated logits via CLI differ by {max}");
+}
+
+#[test]
+fn gates_generate_and_bake_through_the_cli() {
+    let t = tempfile::tempdir().unwrap();
+    let (m, g, b) = (
+        t.path().join("m"),
+        t.path().join("g.safetensors"),
+        t.path().join("baked"),
+    );
+    ok(&[
+        "model",
+        "init",
+        "--preset",
+        "tiny",
+        "--seed",
+        "1",
+        "--out",
+        s(&m),
+    ]);
+    ok(&[
+        "model",
+        "init-gates",
+        "--model",
+        s(&m),
+        "--layers",
+        "0",
+        "--init-scale",
+        "0.3",
+        "--seed",
+        "2",
+        "--out",
+        s(&g),
+    ]);
+    let gen = |dir: &Path, gated: bool| {
+        let mut a = vec![
+            "generate",
+            "--model",
+            s(dir),
+            "--prompt",
+            "Hello",
+            "--chat",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "8",
+            "--json",
+        ];
+        if gated {
+            a.extend(["--gates", s(&g), "--alpha", "0.5"]);
+        }
+        let v: serde_json::Value = serde_json::from_str(&ok(&a)).unwrap();
+        v["tokens"].clone()
+    };
+    let gated = gen(&m, true);
+    assert_ne!(
+        gated,
+        gen(&m, false),
+        "gates should change the greedy output of the tiny model"
+    );
+    let out = ok(&[
+        "bake",
+        "--model",
+        s(&m),
+        "--gates",
+        s(&g),
+        "--alpha",
+        "0.5",
+        "--out",
+        s(&b),
+    ]);
+    for line in out.lines() {
+        let d: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(d < 1e-4, "{line}");
+    }
+    assert_eq!(
+        gen(&b, false),
+        gated,
+        "the baked model must generate what the gated one does"
+    );
+    assert!(b.join("tokenizer.json").exists() && b.join("config.json").exists());
+}
+
+#[test]
+fn bad_input_exits_2_with_a_clear_message() {
+    let t = tempfile::tempdir().unwrap();
+    let e = fails(&["model", "info", s(t.path())]);
+    assert!(e.contains("config.json") && e.contains("not found"), "{e}");
+    let e = fails(&[
+        "model",
+        "logits",
+        "--model",
+        s(&fixture("phi3-tiny")),
+        "--ids",
+        "1,x",
+    ]);
+    assert!(e.contains("\"x\""), "{e}");
+    let e = fails(&[
+        "generate",
+        "--model",
+        s(&fixture("phi3-tiny")),
+        "--prompt",
+        "hi",
+    ]);
+    assert!(e.contains("tokenizer.json"), "{e}");
+    let e = fails(&[
+        "model",
+        "init-gates",
+        "--model",
+        s(&fixture("phi3-tiny")),
+        "--layers",
+        "9",
+        "--out",
+        s(&t.path().join("g")),
+    ]);
+    assert!(e.contains("layer 9") && e.contains("2 layers"), "{e}");
+}
+
+#[test]
+fn every_command_has_help() {
+    for cmd in [
+        vec![],
+        vec!["model"],
+        vec!["model", "info"],
+        vec!["model", "logits"],
+        vec!["model", "init"],
+        vec!["model", "init-gates"],
+        vec!["generate"],
+        vec!["bake"],
+        vec!["pull"],
+        vec!["quickstart"],
+    ] {
+        let mut a = cmd.clone();
+        a.push("--help");
+        let out = ok(&a);
+        assert!(out.contains("Usage:"), "so8t {cmd:?} --help:\n{out}");
+    }
+}
+
+#[test]
+fn quickstart_runs() {
+    let t = tempfile::tempdir().unwrap();
+    let o = so8t(&["quickstart", "--out", s(&t.path().join("qs"))]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("same 16 tokens") && err.contains("quickstart done"),
+        "{err}"
+    );
+}
