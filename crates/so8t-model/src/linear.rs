@@ -46,7 +46,15 @@ impl Linear {
         let inp = *dims.last().unwrap_or(&0);
         let n = x.elem_count() / inp.max(1);
         let x2 = x.reshape((n, inp))?;
-        let mut y = x2.matmul(&self.weight.t()?)?;
+        let fast = if train {
+            None
+        } else {
+            crate::matvec::matvec(&x2, &self.weight)?
+        };
+        let mut y = match fast {
+            Some(y) => y,
+            None => x2.matmul(&self.weight.t()?)?,
+        };
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
         }

@@ -324,7 +324,11 @@ impl Model {
     /// Logits (f32) for hidden states `[B, T, H]` → `[B, T, V]`.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let (b, t, h) = hidden.dims3()?;
-        let y = hidden.reshape((b * t, h))?.matmul(&self.lm_head.t()?)?;
+        let x = hidden.reshape((b * t, h))?;
+        let y = match crate::matvec::matvec(&x, &self.lm_head)? {
+            Some(y) => y,
+            None => x.matmul(&self.lm_head.t()?)?,
+        };
         Ok(y.to_dtype(DType::F32.max_precision(self.dtype))?.reshape((
             b,
             t,
