@@ -50,7 +50,8 @@ if [ ! -f "$M/smollm2-hf/model.safetensors" ]; then
   [ -f "$M/smollm2-hf.part/model.safetensors" ] || { log "conversion failed"; exit 1; }
   rm -rf "$M/smollm2-hf" && mv "$M/smollm2-hf.part" "$M/smollm2-hf"
 fi
-if [ ! -f "$M/smollm2-expected.json" ] || [ "$HERE/smollm2_expectations.py" -nt "$M/smollm2-expected.json" ]; then
+if [ ! -f "$M/smollm2-expected.json" ] || [ "$HERE/smollm2_expectations.py" -nt "$M/smollm2-expected.json" ] \
+   || [ "$ROOT/crates/so8t-model/assets/phi35_chat_template.jinja" -nt "$M/smollm2-expected.json" ]; then
   log "transformers' tokenizer ids and chat renderings -> $M/smollm2-expected.json"
   "$PY" "$HERE/smollm2_expectations.py" "$M/smollm2-hf" "$M/smollm2-expected.json.part" 2>&1 | grep -v "PyTorch was not found" || true
   mv "$M/smollm2-expected.json.part" "$M/smollm2-expected.json"

@@ -5,6 +5,7 @@ token ids of English / Japanese / emoji strings and chat-template renderings.
   python smollm2_expectations.py MODEL_DIR OUT.json
 """
 import json
+import os
 import sys
 
 from transformers import AutoTokenizer
@@ -37,8 +38,18 @@ def main():
         for gen in (True, False):
             chats.append({"messages": msgs, "add_generation_prompt": gen,
                           "rendered": tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)})
+    # so8t's built-in Phi-3.5 template (the default of `so8t model init`), rendered by transformers.
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, "../crates/so8t-model/assets/phi35_chat_template.jinja"), encoding="utf-8") as f:
+        phi35 = f.read()
+    phi35_chats = []
+    for msgs in CHATS:
+        for gen in (True, False):
+            phi35_chats.append({"messages": msgs, "add_generation_prompt": gen, "rendered": tok.apply_chat_template(
+                msgs, chat_template=phi35, tokenize=False, add_generation_prompt=gen)})
     with open(out, "w", encoding="utf-8") as f:
-        json.dump({"model_dir": model_dir, "strings": strings, "chats": chats}, f, ensure_ascii=False, indent=1)
+        json.dump({"model_dir": model_dir, "strings": strings, "chats": chats, "phi35_chats": phi35_chats},
+                  f, ensure_ascii=False, indent=1)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// The Phi-3.5-mini-instruct chat template (the default of `so8t model init`).
-pub const PHI35_TEMPLATE: &str = "{% for message in messages %}{% if message['role'] == 'system' and message['content'] %}{{'<|system|>\n' + message['content'] + '<|end|>\n'}}{% elif message['role'] == 'user' %}{{'<|user|>\n' + message['content'] + '<|end|>\n'}}{% elif message['role'] == 'assistant' %}{{'<|assistant|>\n' + message['content'] + '<|end|>\n'}}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}";
+pub const PHI35_TEMPLATE: &str = include_str!("../assets/phi35_chat_template.jinja");
 
 /// One chat message (OpenAI format; extra fields such as `tool_calls` pass through to the template).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

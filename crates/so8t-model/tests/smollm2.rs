@@ -80,6 +80,30 @@ fn chat_template_matches_transformers() {
 }
 
 #[test]
+fn builtin_phi35_template_renders_as_transformers_does() {
+    let Some(dir) = smollm2() else { return };
+    let tok = TextTokenizer::from_dir(&dir).unwrap();
+    let (bos, eos) = (
+        tok.bos_token.clone().unwrap_or_default(),
+        tok.eos_token.clone().unwrap_or_default(),
+    );
+    let t = so8t_model::ChatTemplate::new(so8t_model::PHI35_TEMPLATE, &bos, &eos).unwrap();
+    let chats = expected()["phi35_chats"]
+        .as_array()
+        .cloned()
+        .expect("phi35_chats: rerun scripts/setup-test-peers.sh");
+    for c in chats {
+        let msgs = c["messages"].as_array().unwrap();
+        let gen = c["add_generation_prompt"].as_bool().unwrap();
+        assert_eq!(
+            t.render(msgs, gen).unwrap(),
+            c["rendered"].as_str().unwrap(),
+            "{msgs:?} gen={gen}"
+        );
+    }
+}
+
+#[test]
 fn greedy_chat_knows_the_capital_of_france() {
     let Some(dir) = smollm2() else { return };
     let tok = TextTokenizer::from_dir(&dir).unwrap();
