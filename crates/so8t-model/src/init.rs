@@ -198,49 +198,7 @@ pub fn init_model(opts: &InitOptions, out: &Path) -> Result<Config> {
         DType::F16 => "float16",
         _ => "float32",
     };
-    let head_dim = s.hidden / s.heads;
-    let mut config = json!({
-        "architectures": [opts.arch.hf_name()],
-        "model_type": opts.arch.model_type(),
-        "hidden_size": s.hidden,
-        "intermediate_size": s.intermediate,
-        "num_hidden_layers": s.layers,
-        "num_attention_heads": s.heads,
-        "num_key_value_heads": s.kv_heads,
-        "hidden_act": "silu",
-        "max_position_embeddings": s.max_pos,
-        "rms_norm_eps": 1e-5,
-        "rope_theta": 10000.0,
-        "vocab_size": vocab,
-        "tie_word_embeddings": false,
-        "initializer_range": 0.02,
-        "bos_token_id": bos,
-        "eos_token_id": eot,
-        "pad_token_id": eot,
-        "attention_dropout": 0.0,
-        "torch_dtype": dtype_name,
-        "use_cache": true,
-    });
-    if opts.arch == Arch::Llama {
-        config["attention_bias"] = json!(false);
-        config["mlp_bias"] = json!(false);
-        config["head_dim"] = json!(head_dim);
-    } else {
-        config["resid_pdrop"] = json!(0.0);
-        config["embd_pdrop"] = json!(0.0);
-        config["sliding_window"] = json!(null);
-        config["original_max_position_embeddings"] = json!(4096.min(s.max_pos));
-        if opts.preset == Preset::Phi35Mini {
-            // Synthetic LongRoPE factors: 1.0 short, a smooth ramp long (real Phi-3.5 values are
-            // not redistributable here; the shapes and code path are what matter).
-            let half = head_dim / 2;
-            let long: Vec<f64> = (0..half)
-                .map(|i| 1.0 + 39.0 * (i as f64 / (half - 1) as f64).powi(2))
-                .collect();
-            config["rope_scaling"] =
-                json!({"type": "longrope", "short_factor": vec![1.0; half], "long_factor": long});
-        }
-    }
+    let config = config_value(opts, &s, vocab, [bos, eot], dtype_name);
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let text = |v: &serde_json::Value| format!("{v:#}\n");
     write_string_atomic(&out.join("config.json"), &text(&config))?;
@@ -284,6 +242,61 @@ pub fn init_model(opts: &InitOptions, out: &Path) -> Result<Config> {
     )?;
     write_weights(&cfg, opts.seed, dtype, &out.join("model.safetensors"))?;
     Ok(cfg)
+}
+
+/// The `config.json` of a fresh model: `ids` = [bos, end-of-text].
+fn config_value(
+    opts: &InitOptions,
+    s: &Shape,
+    vocab: usize,
+    ids: [u32; 2],
+    dtype_name: &str,
+) -> serde_json::Value {
+    let [bos, eot] = ids;
+    let head_dim = s.hidden / s.heads;
+    let mut config = json!({
+        "architectures": [opts.arch.hf_name()],
+        "model_type": opts.arch.model_type(),
+        "hidden_size": s.hidden,
+        "intermediate_size": s.intermediate,
+        "num_hidden_layers": s.layers,
+        "num_attention_heads": s.heads,
+        "num_key_value_heads": s.kv_heads,
+        "hidden_act": "silu",
+        "max_position_embeddings": s.max_pos,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "vocab_size": vocab,
+        "tie_word_embeddings": false,
+        "initializer_range": 0.02,
+        "bos_token_id": bos,
+        "eos_token_id": eot,
+        "pad_token_id": eot,
+        "attention_dropout": 0.0,
+        "torch_dtype": dtype_name,
+        "use_cache": true,
+    });
+    if opts.arch == Arch::Llama {
+        config["attention_bias"] = json!(false);
+        config["mlp_bias"] = json!(false);
+        config["head_dim"] = json!(head_dim);
+    } else {
+        config["resid_pdrop"] = json!(0.0);
+        config["embd_pdrop"] = json!(0.0);
+        config["sliding_window"] = json!(null);
+        config["original_max_position_embeddings"] = json!(4096.min(s.max_pos));
+        if opts.preset == Preset::Phi35Mini {
+            // Synthetic LongRoPE factors: 1.0 short, a smooth ramp long (real Phi-3.5 values are
+            // not redistributable here; the shapes and code path are what matter).
+            let half = head_dim / 2;
+            let long: Vec<f64> = (0..half)
+                .map(|i| 1.0 + 39.0 * (i as f64 / (half - 1) as f64).powi(2))
+                .collect();
+            config["rope_scaling"] =
+                json!({"type": "longrope", "short_factor": vec![1.0; half], "long_factor": long});
+        }
+    }
+    config
 }
 
 /// Every tensor of a freshly initialized model: name and shape (norms are ones).
@@ -355,4 +368,47 @@ fn write_weights(cfg: &Config, seed: u64, dtype: DType, path: &Path) -> Result<(
     let mut meta = BTreeMap::new();
     meta.insert("format".to_string(), "pt".to_string());
     write_safetensors_streaming(path, pending, &meta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phi35_mini_preset_has_the_published_shapes() {
+        let o = InitOptions {
+            arch: Arch::Phi3,
+            preset: Preset::Phi35Mini,
+            seed: 0,
+            tokenizer_corpus: vec![],
+            dtype: None,
+        };
+        let s = shape(&o);
+        let v = config_value(&o, &s, 32064, [1, 32000], "bfloat16");
+        let c = Config::from_value(&v, Path::new("config.json")).unwrap();
+        assert_eq!(
+            (
+                c.hidden_size,
+                c.num_hidden_layers,
+                c.num_attention_heads,
+                c.head_dim
+            ),
+            (3072, 32, 32, 96)
+        );
+        assert_eq!((c.intermediate_size, c.vocab_size), (8192, 32064));
+        assert_eq!(c.parameter_count(), 3_821_079_552);
+        assert!(matches!(
+            c.rope.scaling,
+            crate::config::RopeScaling::LongRope {
+                original_max_position_embeddings: 4096,
+                ..
+            }
+        ));
+        let shapes = tensor_shapes(&c);
+        let total: usize = shapes
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum();
+        assert_eq!(total, c.parameter_count());
+    }
 }

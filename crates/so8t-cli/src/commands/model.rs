@@ -69,6 +69,9 @@ pub struct LogitsArgs {
     /// Print `{"logits": [[…vocab…] per position]}`.
     #[arg(long)]
     pub json: bool,
+    /// A PEFT LoRA adapter folder to apply.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
     #[command(flatten)]
     pub gate: GateArgs,
     #[command(flatten)]
@@ -168,7 +171,11 @@ fn info(a: InfoArgs) -> Result<()> {
 }
 
 fn logits(a: LogitsArgs) -> Result<()> {
-    let model = a.runtime.load(&a.model)?;
+    let mut model = a.runtime.load(&a.model)?;
+    if let Some(dir) = &a.adapter {
+        so8t_model::lora::load(&mut model, dir)
+            .with_context(|| format!("loading adapter {}", dir.display()))?;
+    }
     let ids = match (&a.ids, &a.prompt) {
         (Some(s), _) => parse_ids(s)?,
         (None, Some(p)) => TextTokenizer::from_dir(&a.model)?.encode(p, true)?,
