@@ -202,6 +202,12 @@ fn f64_list(path: &Path, v: &Value, key: &str) -> Result<Vec<f64>> {
 impl Config {
     /// Reads `DIR/config.json` (or the given file).
     pub fn from_file(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            return Err(Error::MissingFile {
+                path: path.to_path_buf(),
+                what: "model folder".into(),
+            });
+        }
         let path: PathBuf = if path.is_dir() {
             path.join("config.json")
         } else {
