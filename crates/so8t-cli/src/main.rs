@@ -23,6 +23,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Datasets: collect four-class records.
+    #[command(subcommand)]
+    Data(commands::data::DataCmd),
     /// Inspect, create and run model folders.
     #[command(subcommand)]
     Model(commands::model::ModelCmd),
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
+        Command::Data(c) => commands::data::run(c),
         Command::Model(c) => commands::model::run(c),
         Command::Generate(a) => commands::generate::run(a),
         Command::Bake(a) => commands::bake::run(a),

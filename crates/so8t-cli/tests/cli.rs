@@ -257,6 +257,8 @@ fn every_command_has_help() {
         vec!["bake"],
         vec!["pull"],
         vec!["quickstart"],
+        vec!["data"],
+        vec!["data", "collect"],
     ] {
         let mut a = cmd.clone();
         a.push("--help");

@@ -2,8 +2,13 @@
 //! examples (spec §4). Being built in slices; see the crate's modules.
 #![warn(missing_docs)]
 
+pub mod collect;
+pub mod dedup;
 mod error;
+pub mod jsonl;
 mod label;
+mod record;
 
 pub use error::{Error, Result};
 pub use label::Label;
+pub use record::{FieldMap, Lang, Record};

@@ -1,6 +1,7 @@
 //! One module per subcommand, plus the options they share.
 
 pub mod bake;
+pub mod data;
 pub mod generate;
 pub mod model;
 pub mod pull;

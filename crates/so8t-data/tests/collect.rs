@@ -1,0 +1,114 @@
+//! `collect` end to end on files: mapping, labels, dedup, skip-bad with rejects, stats, and
+//! inputs left untouched.
+
+use std::path::Path;
+
+use so8t_data::collect::{collect, CollectOptions};
+use so8t_data::FieldMap;
+
+fn opts(dir: &Path, inputs: &[&str], skip_bad: bool) -> CollectOptions {
+    CollectOptions {
+        inputs: inputs.iter().map(|i| dir.join(i)).collect(),
+        output: dir.join("out.jsonl"),
+        map: FieldMap::default(),
+        skip_bad,
+        rejects: None,
+        dedup: true,
+    }
+}
+
+fn lines(p: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(p)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn collects_jsonl_and_json_with_dedup_and_stats() {
+    let t = tempfile::tempdir().unwrap();
+    let a = "{\"id\":\"a1\",\"text\":\"How do I boil an egg?\",\"output\":\"Nine minutes.\",\"four_class_label\":\"ALLOW\"}\n\
+             {\"text\":\"how do I   boil an EGG?\",\"label\":0}\n\
+             {\"instruction\":\"胸が痛いです\",\"label\":\"escalate\"}\n";
+    std::fs::write(t.path().join("a.jsonl"), a).unwrap();
+    std::fs::write(
+        t.path().join("b.json"),
+        r#"[{"question":"Read my partner's messages secretly","class":2,"source":"web"},{"prompt":"Something clearly dangerous","label":"Refuse"}]"#,
+    )
+    .unwrap();
+    let before = std::fs::read(t.path().join("a.jsonl")).unwrap();
+    let s = collect(&opts(t.path(), &["a.jsonl", "b.json"], false)).unwrap();
+    assert_eq!(
+        std::fs::read(t.path().join("a.jsonl")).unwrap(),
+        before,
+        "input modified"
+    );
+    assert_eq!((s.read, s.written, s.duplicates, s.rejected), (5, 4, 1, 0));
+    assert_eq!(
+        s.per_class.values().copied().collect::<Vec<_>>(),
+        vec![1, 1, 1, 1]
+    );
+    assert_eq!(s.per_lang["ja"], 1);
+    assert_eq!(s.per_source["web"], 1);
+    assert_eq!(s.per_source["a"], 2);
+    let out = lines(&t.path().join("out.jsonl"));
+    assert_eq!(out[0]["id"], "a1");
+    assert_eq!(out[1]["id"], "a:3");
+    assert_eq!(out[1]["four_class_label"], "ESCALATION");
+    assert_eq!(out[2]["four_class_label"], "DENY");
+    assert_eq!(
+        s.length_chars["max"],
+        "Read my partner's messages secretly".len() as u64
+    );
+}
+
+#[test]
+fn bad_records_fail_with_location_or_go_to_rejects() {
+    let t = tempfile::tempdir().unwrap();
+    let a = b"{\"text\":\"fine\",\"label\":\"ALLOW\"}\n{\"text\":\"x\",\"label\":\"BLOCK\"}\n{\"text\": oops}\n{\"text\":\"\",\"label\":1}\n{\"text\":\"b\xff\",\"label\":1}\n";
+    std::fs::write(t.path().join("a.jsonl"), a).unwrap();
+    std::fs::write(t.path().join("out.jsonl"), "previous\n").unwrap();
+    let e = collect(&opts(t.path(), &["a.jsonl"], false))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("a.jsonl:2") && e.contains("unknown label \"BLOCK\""),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(t.path().join("out.jsonl")).unwrap(),
+        "previous\n",
+        "a failed run must not replace the output"
+    );
+    let s = collect(&opts(t.path(), &["a.jsonl"], true)).unwrap();
+    assert_eq!((s.read, s.written, s.rejected), (5, 1, 4));
+    let rej = lines(&t.path().join("out.jsonl.rejects.jsonl"));
+    let reasons: Vec<String> = rej
+        .iter()
+        .map(|r| r["error"].as_str().unwrap().to_string())
+        .collect();
+    assert!(reasons[0].contains(":2") && reasons[0].contains("BLOCK"));
+    assert!(reasons[1].contains(":3:") && reasons[1].contains("malformed JSON"));
+    assert!(reasons[2].contains(":4") && reasons[2].contains("empty text"));
+    assert!(reasons[3].contains(":5:") && reasons[3].contains("invalid UTF-8"));
+    assert_eq!(rej[0]["record"]["label"], "BLOCK");
+}
+
+#[test]
+fn rejects_unknown_formats_and_output_equal_to_input() {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::write(t.path().join("a.xml"), "<x/>").unwrap();
+    let e = collect(&opts(t.path(), &["a.xml"], false))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("a.xml") && e.contains("unsupported input format"),
+        "{e}"
+    );
+    std::fs::write(t.path().join("out.jsonl"), "{}\n").unwrap();
+    let e = collect(&opts(t.path(), &["out.jsonl"], false))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("inputs are never modified"), "{e}");
+}
