@@ -12,6 +12,7 @@ use crate::dedup::ExactDedup;
 use crate::error::{Error, Result};
 use crate::jsonl::{read_json, JsonlReader};
 use crate::label::Label;
+use crate::pii::{PiiCounts, PiiScrubber};
 use crate::record::{FieldMap, Lang};
 
 /// What to collect.
@@ -29,6 +30,9 @@ pub struct CollectOptions {
     pub rejects: Option<PathBuf>,
     /// Drop exact duplicates (normalized instruction + input). Default on.
     pub dedup: bool,
+    /// Replace PII (e-mail, phone, credit card, IP, JP postal code) by typed placeholders
+    /// before de-duplication. Default on.
+    pub scrub_pii: bool,
 }
 
 /// Counts of a collect run.
@@ -42,6 +46,8 @@ pub struct CollectStats {
     pub rejected: u64,
     /// Exact duplicates dropped.
     pub duplicates: u64,
+    /// PII replacements by kind (in written and dropped records alike).
+    pub pii: PiiCounts,
     /// Written records per class.
     pub per_class: BTreeMap<String, u64>,
     /// Written records per source.
@@ -109,6 +115,7 @@ pub fn collect(opts: &CollectOptions) -> Result<CollectStats> {
     let mut stats = CollectStats::default();
     let mut hist: BTreeMap<u64, u64> = BTreeMap::new();
     let mut dedup = ExactDedup::new();
+    let scrubber = PiiScrubber::new();
     let mut rejects: Vec<u8> = Vec::new();
     let mut failure: Option<Error> = None;
     let write = |w: &mut dyn Write| -> std::io::Result<()> {
@@ -163,6 +170,21 @@ pub fn collect(opts: &CollectOptions) -> Result<CollectStats> {
                         return Err(std::io::Error::other("record"));
                     }
                 };
+                let mut rec = rec;
+                if opts.scrub_pii {
+                    for field in [
+                        &mut rec.instruction,
+                        &mut rec.input,
+                        &mut rec.output,
+                        &mut rec.system,
+                    ] {
+                        let (clean, counts) = scrubber.scrub_cow(field);
+                        if !counts.is_empty() {
+                            *field = clean.into_owned();
+                            stats.pii.add(&counts);
+                        }
+                    }
+                }
                 if opts.dedup && !dedup.insert(&[&rec.instruction, &rec.input]) {
                     stats.duplicates += 1;
                     continue;

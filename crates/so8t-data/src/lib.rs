@@ -7,6 +7,7 @@ pub mod dedup;
 mod error;
 pub mod jsonl;
 mod label;
+pub mod pii;
 mod record;
 
 pub use error::{Error, Result};

@@ -14,6 +14,7 @@ fn opts(dir: &Path, inputs: &[&str], skip_bad: bool) -> CollectOptions {
         skip_bad,
         rejects: None,
         dedup: true,
+        scrub_pii: true,
     }
 }
 
@@ -111,4 +112,19 @@ fn rejects_unknown_formats_and_output_equal_to_input() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("inputs are never modified"), "{e}");
+}
+
+#[test]
+fn pii_is_scrubbed_before_dedup_and_counted() {
+    let t = tempfile::tempdir().unwrap();
+    let a = "{\"text\":\"Mail me at taro@example.com\",\"label\":\"ALLOW\"}\n\
+             {\"text\":\"Mail me at hanako@example.org\",\"label\":\"ALLOW\"}\n\
+             {\"text\":\"連絡先は090-1234-5678です\",\"output\":\"card 4111 1111 1111 1111\",\"label\":1}\n";
+    std::fs::write(t.path().join("a.jsonl"), a).unwrap();
+    let s = collect(&opts(t.path(), &["a.jsonl"], false)).unwrap();
+    assert_eq!((s.written, s.duplicates, s.pii.total()), (2, 1, 4));
+    let out = lines(&t.path().join("out.jsonl"));
+    assert_eq!(out[0]["instruction"], "Mail me at [EMAIL]");
+    assert_eq!(out[1]["instruction"], "連絡先は[PHONE]です");
+    assert_eq!(out[1]["output"], "card [CREDIT_CARD]");
 }

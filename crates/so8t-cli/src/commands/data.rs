@@ -9,7 +9,7 @@ use so8t_data::FieldMap;
 /// Data subcommands.
 #[derive(clap::Subcommand)]
 pub enum DataCmd {
-    /// Read JSONL/JSON datasets into unified four-class records (labels normalized, exact duplicates dropped).
+    /// Read JSONL/JSON datasets into unified four-class records (labels normalized, PII scrubbed, exact duplicates dropped).
     Collect(CollectArgs),
 }
 
@@ -34,6 +34,9 @@ pub struct CollectArgs {
     /// Keep exact duplicates.
     #[arg(long)]
     pub no_dedup: bool,
+    /// Keep PII (e-mail, phone, card, IP, postal code) instead of replacing it with placeholders.
+    #[arg(long)]
+    pub no_pii_scrub: bool,
     /// Also write the stats report as JSON here.
     #[arg(long)]
     pub stats: Option<PathBuf>,
@@ -54,6 +57,7 @@ pub fn run(cmd: DataCmd) -> Result<()> {
                 skip_bad: a.skip_bad,
                 rejects: a.rejects,
                 dedup: !a.no_dedup,
+                scrub_pii: !a.no_pii_scrub,
             };
             let stats = collect(&opts)
                 .with_context(|| format!("collecting into {}", a.output.display()))?;
