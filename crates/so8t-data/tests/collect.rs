@@ -128,3 +128,35 @@ fn pii_is_scrubbed_before_dedup_and_counted() {
     assert_eq!(out[1]["instruction"], "連絡先は[PHONE]です");
     assert_eq!(out[1]["output"], "card [CREDIT_CARD]");
 }
+
+#[test]
+fn bundled_sample_data_is_balanced_after_dedup() {
+    let sample =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/data/sample_four_class.jsonl");
+    let t = tempfile::tempdir().unwrap();
+    let o = CollectOptions {
+        inputs: vec![sample],
+        output: t.path().join("out.jsonl"),
+        map: FieldMap::default(),
+        skip_bad: false,
+        rejects: None,
+        dedup: true,
+        scrub_pii: true,
+    };
+    let s = collect(&o).unwrap();
+    // 440 records; 8 exact and 4 case/space/width-only duplicates (examples/data/README.md).
+    assert_eq!((s.read, s.written, s.duplicates), (440, 428, 12));
+    assert!(s.per_class.values().all(|&n| n == 107), "{:?}", s.per_class);
+    assert_eq!((s.per_lang["ja"], s.per_lang["en"]), (214, 214));
+    assert!(
+        s.pii.get(so8t_data::pii::PiiKind::Email) >= 9
+            && s.pii.get(so8t_data::pii::PiiKind::Phone) >= 8,
+        "{:?}",
+        s.pii
+    );
+    let out = std::fs::read_to_string(t.path().join("out.jsonl")).unwrap();
+    assert!(
+        !out.contains("@example."),
+        "an e-mail address survived the scrub"
+    );
+}
