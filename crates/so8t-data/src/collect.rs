@@ -101,16 +101,16 @@ fn open(path: &Path) -> Result<Source> {
 
 /// Runs the collection; the output (and rejects file) replace their targets only when complete.
 pub fn collect(opts: &CollectOptions) -> Result<CollectStats> {
-    for p in &opts.inputs {
-        if p.canonicalize()
-            .ok()
-            .is_some_and(|c| Some(c) == opts.output.canonicalize().ok())
-        {
-            return Err(Error::Config(format!(
-                "{}: the output is an input; inputs are never modified",
-                p.display()
-            )));
-        }
+    let output = opts.output.canonicalize().ok();
+    if let Some(p) = opts
+        .inputs
+        .iter()
+        .find(|p| output.is_some() && p.canonicalize().ok() == output)
+    {
+        return Err(Error::Config(format!(
+            "{}: the output is an input; inputs are never modified",
+            p.display()
+        )));
     }
     let mut stats = CollectStats::default();
     let mut hist: BTreeMap<u64, u64> = BTreeMap::new();
@@ -155,13 +155,20 @@ pub fn collect(opts: &CollectOptions) -> Result<CollectStats> {
                                 ))
                             })
                     });
-                let rec = match mapped {
+                let mut rec = match mapped {
                     Ok(r) => r,
                     Err(bad) if opts.skip_bad && matches!(bad.0, Error::Record { .. }) => {
                         let (e, raw) = *bad;
                         stats.rejected += 1;
-                        let row = serde_json::json!({"error": e.to_string(), "record": raw});
-                        rejects.extend(row.to_string().bytes());
+                        let row =
+                            serde_json::json!({"error": e.to_string(), "record": raw}).to_string();
+                        // Rejected records are scrubbed too: PII must not leak through the side file.
+                        let row = if opts.scrub_pii {
+                            scrubber.scrub_cow(&row).0
+                        } else {
+                            row.into()
+                        };
+                        rejects.extend(row.bytes());
                         rejects.push(b'\n');
                         continue;
                     }
@@ -170,7 +177,6 @@ pub fn collect(opts: &CollectOptions) -> Result<CollectStats> {
                         return Err(std::io::Error::other("record"));
                     }
                 };
-                let mut rec = rec;
                 if opts.scrub_pii {
                     for field in [
                         &mut rec.instruction,

@@ -127,6 +127,16 @@ fn pii_is_scrubbed_before_dedup_and_counted() {
     assert_eq!(out[0]["instruction"], "Mail me at [EMAIL]");
     assert_eq!(out[1]["instruction"], "連絡先は[PHONE]です");
     assert_eq!(out[1]["output"], "card [CREDIT_CARD]");
+    // Rejected records are scrubbed as well.
+    std::fs::write(
+        t.path().join("b.jsonl"),
+        "{\"text\":\"write to taro@example.com\",\"label\":\"BLOCK\"}\n",
+    )
+    .unwrap();
+    let s = collect(&opts(t.path(), &["b.jsonl"], true)).unwrap();
+    assert_eq!(s.rejected, 1);
+    let rej = std::fs::read_to_string(t.path().join("out.jsonl.rejects.jsonl")).unwrap();
+    assert!(rej.contains("[EMAIL]") && !rej.contains("taro@"), "{rej}");
 }
 
 #[test]

@@ -153,22 +153,25 @@ fn dot<W: ToF32>(w: &[W], x: &[f32]) -> f32 {
 }
 
 fn run<W: ToF32>(w: &[W], x: &[f32], rows: usize, out_f: usize, in_f: usize) -> Vec<f32> {
-    let mut y = vec![0f32; rows * out_f];
-    // Output-row blocks so that each task reads a contiguous slab of W once for all x rows.
+    // Output-row blocks so that each task reads a contiguous slab of W once for all x rows;
+    // results land as [out, rows] and are transposed to [rows, out] only when rows > 1.
     const BLOCK: usize = 64;
-    let mut yt = vec![0f32; out_f * rows]; // [out, rows]
+    let mut yt = vec![0f32; out_f * rows];
     yt.par_chunks_mut(BLOCK * rows)
         .enumerate()
         .for_each(|(b, chunk)| {
-            let o0 = b * BLOCK;
             for (j, yo) in chunk.chunks_mut(rows).enumerate() {
-                let o = o0 + j;
+                let o = b * BLOCK + j;
                 let wr = &w[o * in_f..(o + 1) * in_f];
                 for (r, v) in yo.iter_mut().enumerate() {
                     *v = dot(wr, &x[r * in_f..(r + 1) * in_f]);
                 }
             }
         });
+    if rows == 1 {
+        return yt;
+    }
+    let mut y = vec![0f32; rows * out_f];
     for o in 0..out_f {
         for r in 0..rows {
             y[r * out_f + o] = yt[o * rows + r];

@@ -5,7 +5,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use common::fixture;
+use common::{fixture, tensor_max_diff};
 use so8t_model::so8::{LayerSelection, So8Gates};
 use so8t_model::{Model, Weights};
 
@@ -143,17 +143,7 @@ fn rejects_a_missing_shard_and_a_missing_tensor() {
     let ids = Tensor::new(&[[1u32, 2, 3]], &Device::Cpu).unwrap();
     let a = sharded.forward(&ids, Default::default()).unwrap();
     let b = single.forward(&ids, Default::default()).unwrap();
-    assert_eq!(
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap(),
-        0.0
-    );
+    assert_eq!(tensor_max_diff(&a, &b), 0.0);
     drop(sharded);
     std::fs::remove_file(d.join("model-00002-of-00002.safetensors")).unwrap();
     assert_has(

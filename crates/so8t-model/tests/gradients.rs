@@ -4,7 +4,7 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
-use common::fixture;
+use common::{fixture, tensor_max_diff};
 use so8t_model::so8::{RotationMethod, So8Gates};
 use so8t_model::{loss::shifted_cross_entropy, Forward, Model};
 
@@ -118,13 +118,6 @@ fn differentiable_path_equals_inference_path() {
             },
         )
         .unwrap();
-    let d = (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let d = tensor_max_diff(&a, &b);
     assert!(d < 1e-4, "train path differs from inference path by {d}");
 }

@@ -3,7 +3,7 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use common::fixture;
+use common::{fixture, tensor_max_diff};
 use so8t_model::bake::{bake, BakeOptions};
 use so8t_model::lora::{self, LoraConfig};
 use so8t_model::{Forward, Model, Weights};
@@ -14,17 +14,6 @@ fn logits(m: &Model, ids: &[u32]) -> Tensor {
         .unsqueeze(0)
         .unwrap();
     m.forward(&t, Forward::default()).unwrap()
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 /// A model with adapters whose B is not zero, so they change the output.
@@ -60,7 +49,7 @@ fn adapters_round_trip_in_peft_format_and_merge_exactly() {
         );
         let with = logits(&m, &ids);
         assert!(
-            max_diff(&base, &with) > 1e-3,
+            tensor_max_diff(&base, &with) > 1e-3,
             "{name}: adapters should change the logits"
         );
         let t = tempfile::tempdir().unwrap();
@@ -85,13 +74,13 @@ fn adapters_round_trip_in_peft_format_and_merge_exactly() {
         let loaded_cfg = lora::load(&mut fresh, t.path()).unwrap();
         assert_eq!(loaded_cfg, cfg);
         assert!(
-            max_diff(&with, &logits(&fresh, &ids)) < 1e-6,
+            tensor_max_diff(&with, &logits(&fresh, &ids)) < 1e-6,
             "{name}: reloaded adapter differs"
         );
         lora::merge(&mut fresh).unwrap();
         assert!(fresh.linears().iter().all(|l| l.lora.is_none()));
         assert!(
-            max_diff(&with, &logits(&fresh, &ids)) < 1e-5,
+            tensor_max_diff(&with, &logits(&fresh, &ids)) < 1e-5,
             "{name}: merged weights differ"
         );
     }
@@ -152,5 +141,5 @@ fn bake_merges_the_adapter_then_folds_the_gates() {
             &Device::Cpu,
         )
         .unwrap();
-    assert_eq!(max_diff(&a, &b), 0.0);
+    assert_eq!(tensor_max_diff(&a, &b), 0.0);
 }

@@ -254,8 +254,8 @@ fn init(a: InitArgs) -> Result<()> {
     Ok(())
 }
 
-/// Writes random gates for `model` to `out`; returns the number of gated layers.
-pub fn init_gates(a: InitGatesArgs) -> Result<()> {
+/// Writes random gates for the model's selected layers to `out`.
+fn init_gates(a: InitGatesArgs) -> Result<()> {
     let cfg = Config::from_file(&a.model)?;
     let sel: LayerSelection = a.layers.parse()?;
     let layers = sel.resolve(cfg.num_hidden_layers)?;

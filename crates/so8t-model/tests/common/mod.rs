@@ -66,3 +66,15 @@ pub fn max_abs_diff(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
 
 /// All fixture names.
 pub const FIXTURES: [&str; 3] = ["phi3-tiny", "phi3-longrope-tiny", "llama-gqa-tiny"];
+
+/// Largest absolute difference between two f32 tensors of the same shape.
+pub fn tensor_max_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
