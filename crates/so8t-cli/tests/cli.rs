@@ -259,6 +259,10 @@ fn every_command_has_help() {
         vec!["quickstart"],
         vec!["data"],
         vec!["data", "collect"],
+        vec!["data", "split"],
+        vec!["data", "think"],
+        vec!["data", "tokenize"],
+        vec!["data", "pull"],
     ] {
         let mut a = cmd.clone();
         a.push("--help");

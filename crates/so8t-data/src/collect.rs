@@ -8,17 +8,21 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::Value;
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
 use crate::dedup::ExactDedup;
 use crate::error::{Error, Result};
-use crate::jsonl::{read_json, JsonlReader};
 use crate::label::Label;
+use crate::neardup::{NearDedup, NearDedupConfig};
 use crate::pii::{PiiCounts, PiiScrubber};
+use crate::progress::Progress;
 use crate::record::{FieldMap, Lang};
 
 /// What to collect.
 #[derive(Debug, Clone)]
 pub struct CollectOptions {
-    /// Input files (`.jsonl`, `.json`).
+    /// Input files or folders (any format [`crate::readers::open`] reads).
     pub inputs: Vec<PathBuf>,
     /// Output JSONL of unified records (written atomically).
     pub output: PathBuf,
@@ -33,6 +37,28 @@ pub struct CollectOptions {
     /// Replace PII (e-mail, phone, credit card, IP, JP postal code) by typed placeholders
     /// before de-duplication. Default on.
     pub scrub_pii: bool,
+    /// Drop near-duplicates (MinHash/LSH over instruction + input) with these settings.
+    pub near_dup: Option<NearDedupConfig>,
+    /// Where to report bytes read, for a progress bar.
+    pub progress: Option<Arc<Progress>>,
+}
+
+impl CollectOptions {
+    /// Defaults: no field overrides, stop at the first bad record, exact de-duplication, PII
+    /// scrubbing and near-duplicate removal (threshold 0.8) on.
+    pub fn new(inputs: Vec<PathBuf>, output: PathBuf) -> Self {
+        Self {
+            inputs,
+            output,
+            map: FieldMap::default(),
+            skip_bad: false,
+            rejects: None,
+            dedup: true,
+            scrub_pii: true,
+            near_dup: Some(NearDedupConfig::default()),
+            progress: None,
+        }
+    }
 }
 
 /// Counts of a collect run.
@@ -46,6 +72,10 @@ pub struct CollectStats {
     pub rejected: u64,
     /// Exact duplicates dropped.
     pub duplicates: u64,
+    /// Near-duplicates dropped.
+    pub near_duplicates: u64,
+    /// Input bytes read.
+    pub bytes: u64,
     /// PII replacements by kind (in written and dropped records alike).
     pub pii: PiiCounts,
     /// Written records per class.
@@ -78,66 +108,85 @@ fn percentiles(hist: &BTreeMap<u64, u64>, total: u64) -> BTreeMap<String, u64> {
     out
 }
 
-enum Source {
-    Lines(JsonlReader),
-    Values(std::vec::IntoIter<(usize, Value)>),
+/// Errors when a file with a header or schema has none of the columns a field must come from.
+fn check_columns(path: &Path, columns: &[String], map: &FieldMap) -> Result<()> {
+    for (field, names) in [("text", &map.text), ("label", &map.label)] {
+        if !names.iter().any(|n| columns.contains(n)) {
+            return Err(Error::Config(format!(
+                "{}: no column for the {field}: expected one of {names:?}, found columns {columns:?} \
+                 (map another one with --map {field}=COLUMN)",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
-fn open(path: &Path) -> Result<Source> {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    match ext.as_str() {
-        "jsonl" | "ndjson" => Ok(Source::Lines(JsonlReader::open(path)?)),
-        "json" => Ok(Source::Values(read_json(path)?.into_iter())),
-        other => Err(Error::Config(format!(
-            "{}: unsupported input format {other:?}; expected .jsonl, .ndjson or .json",
-            path.display()
+/// Errors when `output` is one of `inputs`: inputs are never modified.
+pub(crate) fn refuse_output_among_inputs(inputs: &[PathBuf], output: &Path) -> Result<()> {
+    let Ok(output) = output.canonicalize() else {
+        return Ok(());
+    };
+    match inputs
+        .iter()
+        .find(|p| p.canonicalize().ok().as_ref() == Some(&output))
+    {
+        Some(p) => Err(Error::Config(format!(
+            "{}: the output is an input; inputs are never modified",
+            p.display()
         ))),
+        None => Ok(()),
     }
 }
 
 /// Runs the collection; the output (and rejects file) replace their targets only when complete.
 pub fn collect(opts: &CollectOptions) -> Result<CollectStats> {
-    let output = opts.output.canonicalize().ok();
-    if let Some(p) = opts
-        .inputs
-        .iter()
-        .find(|p| output.is_some() && p.canonicalize().ok() == output)
-    {
-        return Err(Error::Config(format!(
-            "{}: the output is an input; inputs are never modified",
-            p.display()
-        )));
-    }
+    refuse_output_among_inputs(&opts.inputs, &opts.output)?;
     let mut stats = CollectStats::default();
     let mut hist: BTreeMap<u64, u64> = BTreeMap::new();
     let mut dedup = ExactDedup::new();
+    let mut near = match &opts.near_dup {
+        Some(cfg) => Some(NearDedup::new(cfg.clone()).map_err(Error::Config)?),
+        None => None,
+    };
     let scrubber = PiiScrubber::new();
-    let mut rejects: Vec<u8> = Vec::new();
+    let rejects_path = opts.skip_bad.then(|| {
+        opts.rejects.clone().unwrap_or_else(|| {
+            let mut p = opts.output.clone().into_os_string();
+            p.push(".rejects.jsonl");
+            PathBuf::from(p)
+        })
+    });
+    // Open every input first: a missing file or column fails before anything is written.
+    let mut sources = Vec::with_capacity(opts.inputs.len());
+    for path in &opts.inputs {
+        let src = crate::readers::open(path)?;
+        if let Some(cols) = &src.columns {
+            check_columns(path, cols, &opts.map)?;
+        }
+        if let Some(p) = &opts.progress {
+            p.add_total(src.total_bytes);
+        }
+        sources.push((path, src));
+    }
     let mut failure: Option<Error> = None;
-    let write = |w: &mut dyn Write| -> std::io::Result<()> {
-        for path in &opts.inputs {
+    let run = |w: &mut dyn Write, rejects: &mut dyn Write| -> Result<()> {
+        let out_err = |e: std::io::Error| Error::io(&opts.output, e);
+        let mut done_before = 0u64;
+        for (path, src) in sources {
             let fallback_source = path
                 .file_stem()
                 .and_then(|s| s.to_str())
                 .unwrap_or("input")
                 .to_string();
-            let src = match open(path) {
-                Ok(s) => s,
-                Err(e) => {
-                    failure = Some(e);
-                    return Err(std::io::Error::other("input"));
-                }
-            };
-            let items: Box<dyn Iterator<Item = Result<(usize, Value)>>> = match src {
-                Source::Lines(r) => Box::new(r),
-                Source::Values(v) => Box::new(v.map(Ok)),
-            };
-            for item in items {
+            let consumed = src.consumed.clone();
+            for item in src.rows {
                 stats.read += 1;
+                if stats.read % 4096 == 0 {
+                    if let Some(p) = &opts.progress {
+                        p.set_done(done_before + consumed.load(Ordering::Relaxed));
+                    }
+                }
                 let mapped = item
                     .map_err(|e| Box::new((e, Value::Null)))
                     .and_then(|(line, v)| {
@@ -168,14 +217,13 @@ pub fn collect(opts: &CollectOptions) -> Result<CollectStats> {
                         } else {
                             row.into()
                         };
-                        rejects.extend(row.bytes());
-                        rejects.push(b'\n');
+                        rejects
+                            .write_all(row.as_bytes())
+                            .and_then(|_| rejects.write_all(b"\n"))
+                            .map_err(out_err)?;
                         continue;
                     }
-                    Err(bad) => {
-                        failure = Some(bad.0);
-                        return Err(std::io::Error::other("record"));
-                    }
+                    Err(bad) => return Err(bad.0),
                 };
                 if opts.scrub_pii {
                     for field in [
@@ -195,8 +243,19 @@ pub fn collect(opts: &CollectOptions) -> Result<CollectStats> {
                     stats.duplicates += 1;
                     continue;
                 }
-                serde_json::to_writer(&mut *w, &rec)?;
-                w.write_all(b"\n")?;
+                if let Some(near) = near.as_mut() {
+                    let text = if rec.input.is_empty() {
+                        std::borrow::Cow::Borrowed(rec.instruction.as_str())
+                    } else {
+                        format!("{}\n{}", rec.instruction, rec.input).into()
+                    };
+                    if !near.insert(&text) {
+                        stats.near_duplicates += 1;
+                        continue;
+                    }
+                }
+                serde_json::to_writer(&mut *w, &rec).map_err(|e| out_err(e.into()))?;
+                w.write_all(b"\n").map_err(out_err)?;
                 stats.written += 1;
                 *stats
                     .per_class
@@ -209,23 +268,28 @@ pub fn collect(opts: &CollectOptions) -> Result<CollectStats> {
                     .entry(rec.instruction.chars().count() as u64)
                     .or_default() += 1;
             }
+            done_before += consumed.load(Ordering::Relaxed);
+            if let Some(p) = &opts.progress {
+                p.set_done(done_before);
+            }
         }
+        stats.bytes = done_before;
         Ok(())
     };
-    let res = so8t_model::io::write_atomic(&opts.output, write);
+    let mut fail = |e: Error| {
+        failure = Some(e);
+        std::io::Error::other("collect")
+    };
+    let res = so8t_model::io::write_atomic(&opts.output, |w| match &rejects_path {
+        // The rejects file is finished (renamed) just before the output.
+        Some(rp) => so8t_model::io::write_atomic(rp, |r| run(w, r).map_err(&mut fail))
+            .map_err(std::io::Error::other),
+        None => run(w, &mut std::io::sink()).map_err(&mut fail),
+    });
     if let Some(e) = failure {
         return Err(e);
     }
     res.map_err(|e| Error::Config(e.to_string()))?;
-    if opts.skip_bad {
-        let path = opts.rejects.clone().unwrap_or_else(|| {
-            let mut p = opts.output.clone().into_os_string();
-            p.push(".rejects.jsonl");
-            PathBuf::from(p)
-        });
-        so8t_model::io::write_atomic(&path, |w| w.write_all(&rejects))
-            .map_err(|e| Error::Config(e.to_string()))?;
-    }
     for l in Label::ALL {
         stats.per_class.entry(l.name().into()).or_default();
     }

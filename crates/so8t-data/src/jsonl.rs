@@ -9,10 +9,11 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 
-/// Reads `{…}` objects line by line; blank lines are skipped.
-pub struct JsonlReader {
+/// Reads `{…}` objects line by line; blank lines are skipped. `R` is the buffered reader
+/// underneath (a boxed one unless built with [`JsonlReader::with_reader`]).
+pub struct JsonlReader<R = Box<dyn BufRead>> {
     path: PathBuf,
-    reader: Box<dyn BufRead>,
+    reader: R,
     line: usize,
     buf: Vec<u8>,
 }
@@ -29,6 +30,14 @@ impl JsonlReader {
 
     /// Reads from any buffered reader; `path` names it in errors.
     pub fn new(path: &Path, reader: Box<dyn BufRead>) -> Self {
+        Self::with_reader(path, reader)
+    }
+}
+
+impl<R: BufRead> JsonlReader<R> {
+    /// Reads from a concrete buffered reader (so the reader is `Send` when `R` is); `path` names
+    /// it in errors.
+    pub fn with_reader(path: &Path, reader: R) -> Self {
         Self {
             path: path.to_path_buf(),
             reader,
@@ -47,7 +56,7 @@ impl JsonlReader {
     }
 }
 
-impl Iterator for JsonlReader {
+impl<R: BufRead> Iterator for JsonlReader<R> {
     /// `(line, value)` or an error located at file:line:column.
     type Item = Result<(usize, Value)>;
 

@@ -7,8 +7,15 @@ pub mod dedup;
 mod error;
 pub mod jsonl;
 mod label;
+pub mod neardup;
 pub mod pii;
+pub mod progress;
+pub mod readers;
 mod record;
+pub mod shuffle;
+pub mod split;
+pub mod think;
+pub mod tokenize;
 
 pub use error::{Error, Result};
 pub use label::Label;

@@ -15,6 +15,8 @@ fn opts(dir: &Path, inputs: &[&str], skip_bad: bool) -> CollectOptions {
         rejects: None,
         dedup: true,
         scrub_pii: true,
+        near_dup: None,
+        progress: None,
     }
 }
 
@@ -152,6 +154,8 @@ fn bundled_sample_data_is_balanced_after_dedup() {
         rejects: None,
         dedup: true,
         scrub_pii: true,
+        near_dup: None,
+        progress: None,
     };
     let s = collect(&o).unwrap();
     // 440 records; 8 exact and 4 case/space/width-only duplicates (examples/data/README.md).
@@ -169,4 +173,116 @@ fn bundled_sample_data_is_balanced_after_dedup() {
         !out.contains("@example."),
         "an e-mail address survived the scrub"
     );
+}
+
+fn data(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+#[test]
+fn collects_every_reader_format_into_the_same_records() {
+    let t = tempfile::tempdir().unwrap();
+    for (input, n) in [
+        ("four.csv", 6u64),
+        ("four.tsv", 6),
+        ("four.parquet", 0),
+        ("hf_dataset", 0),
+        ("hf_dict", 0),
+    ] {
+        let out = t.path().join(format!("{input}.jsonl"));
+        let mut o = CollectOptions::new(vec![data(input)], out.clone());
+        o.near_dup = None;
+        o.skip_bad = true;
+        let s = collect(&o).unwrap_or_else(|e| panic!("{input}: {e}"));
+        assert!(s.written > 0, "{input}");
+        if n > 0 {
+            assert_eq!(s.written, n, "{input}");
+        }
+        assert_eq!(s.read, s.written + s.duplicates + s.rejected, "{input}");
+        assert!(s.bytes > 0, "{input}");
+        for r in lines(&out) {
+            let label = r["four_class_label"].as_str().unwrap();
+            assert!(
+                ["ALLOW", "ESCALATION", "DENY", "REFUSE"].contains(&label),
+                "{r}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_csv_without_the_text_column_is_named() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("cols.csv");
+    std::fs::write(&p, "id,question_text,label\n1,hi,allow\n").unwrap();
+    let e = collect(&CollectOptions::new(vec![p], t.path().join("o.jsonl")))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("cols.csv") && e.contains("no column for the text"),
+        "{e}"
+    );
+    assert!(
+        e.contains("question_text") && e.contains("--map text="),
+        "{e}"
+    );
+    // A short row names its line.
+    let e = collect(&CollectOptions::new(
+        vec![data("missing_col.csv")],
+        t.path().join("o.jsonl"),
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("missing_col.csv:3"), "{e}");
+    assert!(!t.path().join("o.jsonl").exists());
+}
+
+#[test]
+fn near_duplicates_are_dropped_with_a_threshold() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("n.jsonl");
+    let rows = [
+        "Please explain how photosynthesis turns sunlight into chemical energy in plants.",
+        "Please explain how photosynthesis turns sunlight into chemical energy in plant cells.",
+        "Please explain how a refrigerator moves heat out of its inside compartment.",
+        "光合成が太陽の光をどのように化学エネルギーに変えるのか、植物の葉の中で起きていることを順番に詳しく説明してください。",
+        "光合成が太陽の光をどのように化学エネルギーに変えるのか、植物の葉の中で起きていることを順番に詳しく説明して下さい。",
+    ];
+    let text: String = rows
+        .iter()
+        .map(|r| serde_json::json!({"text": r, "label": "ALLOW"}).to_string() + "\n")
+        .collect();
+    std::fs::write(&p, text).unwrap();
+    let out = t.path().join("o.jsonl");
+    let s = collect(&CollectOptions::new(vec![p.clone()], out.clone())).unwrap();
+    assert_eq!((s.written, s.near_duplicates, s.duplicates), (3, 2, 0));
+    let kept: Vec<String> = lines(&out)
+        .iter()
+        .map(|r| r["instruction"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(kept, vec![rows[0], rows[2], rows[3]]);
+    let mut o = CollectOptions::new(vec![p.clone()], out.clone());
+    o.near_dup.as_mut().unwrap().threshold = 0.99;
+    assert_eq!(collect(&o).unwrap().written, 5);
+    o.near_dup = None;
+    assert_eq!(collect(&o).unwrap().near_duplicates, 0);
+}
+
+#[test]
+fn progress_reaches_the_total() {
+    let t = tempfile::tempdir().unwrap();
+    let mut o = CollectOptions::new(
+        vec![data("four.csv"), data("four.parquet")],
+        t.path().join("o.jsonl"),
+    );
+    o.skip_bad = true;
+    let p = std::sync::Arc::new(so8t_data::progress::Progress::new());
+    o.progress = Some(p.clone());
+    let s = collect(&o).unwrap();
+    let (done, total) = p.get();
+    let size = std::fs::metadata(data("four.csv")).unwrap().len()
+        + std::fs::metadata(data("four.parquet")).unwrap().len();
+    assert_eq!((done, total, s.bytes), (size, size, size));
 }

@@ -28,6 +28,10 @@ pub struct Forward<'a> {
     pub gates: Option<&'a GateMatrices>,
     /// Use differentiable kernels and enable LoRA dropout.
     pub train: bool,
+    /// Packed rows: per batch row, the lengths of the sequences packed into it (summing to the
+    /// row length). Tokens attend only within their own sequence and positions restart at 0 for
+    /// each, so a packed row gives the same logits as its sequences run one by one. No cache.
+    pub segments: Option<&'a [Vec<usize>]>,
 }
 
 /// RMSNorm: `w · x / sqrt(mean(x²) + ε)` computed in f32.
@@ -294,8 +298,37 @@ impl Model {
             .embed_tokens
             .index_select(&input_ids.flatten_all()?, 0)?
             .reshape((b, t, self.cfg.hidden_size))?;
-        let (cos, sin) = self.rope.cos_sin(offset, t, self.dtype, &self.device)?;
-        let mask = self.mask(b, t, offset, fw.attention_mask)?;
+        let (cos, sin, mask) = match fw.segments {
+            None => {
+                let (cos, sin) = self.rope.cos_sin(offset, t, self.dtype, &self.device)?;
+                (cos, sin, self.mask(b, t, offset, fw.attention_mask, None)?)
+            }
+            Some(segs) => {
+                if offset > 0 {
+                    return Err(Error::Generation(
+                        "packed segments cannot be used with a KV cache".into(),
+                    ));
+                }
+                if segs.len() != b
+                    || segs
+                        .iter()
+                        .any(|r| r.iter().sum::<usize>() != t || r.contains(&0))
+                {
+                    return Err(Error::Generation(format!(
+                        "segments {segs:?} do not split {b} rows of {t} tokens into non-empty sequences"
+                    )));
+                }
+                let mut cos = Vec::with_capacity(b);
+                let mut sin = Vec::with_capacity(b);
+                for row in segs {
+                    let (c, s) = self.rope.cos_sin_segments(row, self.dtype, &self.device)?;
+                    cos.push(c);
+                    sin.push(s);
+                }
+                let mask = self.mask(b, t, 0, fw.attention_mask, Some(segs))?;
+                (Tensor::stack(&cos, 0)?, Tensor::stack(&sin, 0)?, mask)
+            }
+        };
         for (l, layer) in self.layers.iter().enumerate() {
             let gate = fw
                 .gates
@@ -372,10 +405,11 @@ impl Model {
         t: usize,
         offset: usize,
         pad: Option<&Tensor>,
+        segments: Option<&[Vec<usize>]>,
     ) -> Result<Option<Tensor>> {
         let s = offset + t;
         let window = self.cfg.sliding_window.filter(|&w| w < s);
-        if t == 1 && window.is_none() && pad.is_none() {
+        if t == 1 && window.is_none() && pad.is_none() && segments.is_none() {
             return Ok(None);
         }
         let pad_rows: Option<Vec<Vec<u32>>> = match pad {
@@ -390,7 +424,22 @@ impl Model {
             }
             None => None,
         };
-        let rows = if pad_rows.is_some() { b } else { 1 };
+        // Sequence number of every position, per row (packed rows only).
+        let seg_ids: Option<Vec<Vec<usize>>> = segments.map(|rows| {
+            rows.iter()
+                .map(|lens| {
+                    lens.iter()
+                        .enumerate()
+                        .flat_map(|(i, &n)| std::iter::repeat_n(i, n))
+                        .collect()
+                })
+                .collect()
+        });
+        let rows = if pad_rows.is_some() || seg_ids.is_some() {
+            b
+        } else {
+            1
+        };
         let neg = f32::MIN;
         let mut m = vec![0f32; rows * t * s];
         for r in 0..rows {
@@ -399,7 +448,8 @@ impl Model {
                 for k in 0..s {
                     let masked = k > q
                         || window.is_some_and(|w| q - k.min(q) >= w)
-                        || pad_rows.as_ref().is_some_and(|p| p[r][k] == 0);
+                        || pad_rows.as_ref().is_some_and(|p| p[r][k] == 0)
+                        || seg_ids.as_ref().is_some_and(|g| g[r][k] != g[r][q]);
                     if masked {
                         m[(r * t + i) * s + k] = neg;
                     }
@@ -485,11 +535,24 @@ struct AttnCtx<'a> {
     layer: usize,
 }
 
+/// `[x1, x2]` → `[-x2, x1]` over the last dimension.
+fn rotate_half(x: &Tensor) -> Result<Tensor> {
+    let h = x.dim(D::Minus1)? / 2;
+    let x1 = x.narrow(D::Minus1, 0, h)?;
+    let x2 = x.narrow(D::Minus1, h, h)?;
+    Ok(Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?)
+}
+
+/// `cos`/`sin` are `[T, rot/2]`, or `[B, T, rot/2]` for packed rows (per-row positions).
 fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, train: bool) -> Result<Tensor> {
-    let rot = cos.dim(1)? * 2;
+    let rot = cos.dim(D::Minus1)? * 2;
     let d = x.dim(D::Minus1)?;
     let apply = |x: &Tensor| -> Result<Tensor> {
-        Ok(if train {
+        Ok(if train && cos.rank() == 3 {
+            let c = Tensor::cat(&[cos, cos], D::Minus1)?.unsqueeze(1)?;
+            let s = Tensor::cat(&[sin, sin], D::Minus1)?.unsqueeze(1)?;
+            (x.broadcast_mul(&c)? + rotate_half(x)?.broadcast_mul(&s)?)?
+        } else if train {
             candle_nn::rotary_emb::rope_slow(x, cos, sin)?
         } else {
             candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin)?

@@ -119,6 +119,25 @@ impl RotaryEmbedding {
         let sin = Tensor::from_vec(sin, (len, half), device)?.to_dtype(dtype)?;
         Ok((cos, sin))
     }
+
+    /// `(cos, sin)`, each `[sum(lens), rotary_dim / 2]`, for packed sequences: positions restart
+    /// at 0 for every sequence, and each chooses its frequencies (LongRoPE short/long) by its own
+    /// length, as if it ran alone.
+    pub fn cos_sin_segments(
+        &self,
+        lens: &[usize],
+        dtype: DType,
+        device: &Device,
+    ) -> Result<(Tensor, Tensor)> {
+        let mut cos = Vec::with_capacity(lens.len());
+        let mut sin = Vec::with_capacity(lens.len());
+        for &n in lens {
+            let (c, s) = self.cos_sin(0, n, dtype, device)?;
+            cos.push(c);
+            sin.push(s);
+        }
+        Ok((Tensor::cat(&cos, 0)?, Tensor::cat(&sin, 0)?))
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! Shared helpers for the model-core integration tests.
 #![allow(dead_code)]
 
+pub mod fake_hub;
+
 use std::path::PathBuf;
 
 use serde_json::Value;
