@@ -17,7 +17,8 @@ use crate::label::Label;
 use crate::neardup::{NearDedup, NearDedupConfig};
 use crate::pii::{PiiCounts, PiiScrubber};
 use crate::progress::Progress;
-use crate::record::{FieldMap, Lang};
+use crate::record::{FieldMap, Lang, Record};
+use rayon::prelude::*;
 
 /// What to collect.
 #[derive(Debug, Clone)]
@@ -108,6 +109,56 @@ fn percentiles(hist: &BTreeMap<u64, u64>, total: u64) -> BTreeMap<String, u64> {
     out
 }
 
+/// Rows mapped and scrubbed per batch, in parallel.
+const BATCH: usize = 4096;
+
+/// A mapped record with its PII counts and dedup key, or the error and the raw row.
+type Mapped = std::result::Result<(Record, PiiCounts, [u8; 16]), Box<(Error, Value)>>;
+
+/// Maps one row to a record, scrubs its PII and computes its dedup key (any thread).
+fn map_one(
+    item: Result<(usize, Value)>,
+    path: &Path,
+    fallback_source: &str,
+    opts: &CollectOptions,
+    scrubber: &PiiScrubber,
+) -> Mapped {
+    let (line, v) = item.map_err(|e| Box::new((e, Value::Null)))?;
+    let mut rec = opts
+        .map
+        .to_record(&v, &format!("{fallback_source}:{line}"), fallback_source)
+        .map_err(|msg| {
+            let e = Error::Record {
+                path: path.to_path_buf(),
+                line,
+                column: 0,
+                msg,
+            };
+            Box::new((e, v))
+        })?;
+    let mut counts = PiiCounts::default();
+    if opts.scrub_pii {
+        for field in [
+            &mut rec.instruction,
+            &mut rec.input,
+            &mut rec.output,
+            &mut rec.system,
+        ] {
+            let (clean, c) = scrubber.scrub_cow(field);
+            if !c.is_empty() {
+                *field = clean.into_owned();
+                counts.add(&c);
+            }
+        }
+    }
+    let key = if opts.dedup {
+        ExactDedup::key(&[&rec.instruction, &rec.input])
+    } else {
+        [0; 16]
+    };
+    Ok((rec, counts, key))
+}
+
 /// Errors when a file with a header or schema has none of the columns a field must come from.
 fn check_columns(path: &Path, columns: &[String], map: &FieldMap) -> Result<()> {
     for (field, names) in [("text", &map.text), ("label", &map.label)] {
@@ -180,93 +231,73 @@ pub fn collect(opts: &CollectOptions) -> Result<CollectStats> {
                 .unwrap_or("input")
                 .to_string();
             let consumed = src.consumed.clone();
-            for item in src.rows {
-                stats.read += 1;
-                if stats.read % 4096 == 0 {
-                    if let Some(p) = &opts.progress {
-                        p.set_done(done_before + consumed.load(Ordering::Relaxed));
-                    }
+            let mut rows = src.rows;
+            loop {
+                let batch: Vec<_> = rows.by_ref().take(BATCH).collect();
+                if batch.is_empty() {
+                    break;
                 }
-                let mapped = item
-                    .map_err(|e| Box::new((e, Value::Null)))
-                    .and_then(|(line, v)| {
-                        opts.map
-                            .to_record(&v, &format!("{fallback_source}:{line}"), &fallback_source)
-                            .map_err(|msg| {
-                                Box::new((
-                                    Error::Record {
-                                        path: path.clone(),
-                                        line,
-                                        column: 0,
-                                        msg,
-                                    },
-                                    v,
-                                ))
-                            })
-                    });
-                let mut rec = match mapped {
-                    Ok(r) => r,
-                    Err(bad) if opts.skip_bad && matches!(bad.0, Error::Record { .. }) => {
-                        let (e, raw) = *bad;
-                        stats.rejected += 1;
-                        let row =
-                            serde_json::json!({"error": e.to_string(), "record": raw}).to_string();
-                        // Rejected records are scrubbed too: PII must not leak through the side file.
-                        let row = if opts.scrub_pii {
-                            scrubber.scrub_cow(&row).0
-                        } else {
-                            row.into()
-                        };
-                        rejects
-                            .write_all(row.as_bytes())
-                            .and_then(|_| rejects.write_all(b"\n"))
-                            .map_err(out_err)?;
+                stats.read += batch.len() as u64;
+                if let Some(p) = &opts.progress {
+                    p.set_done(done_before + consumed.load(Ordering::Relaxed));
+                }
+                // Mapping, PII scrubbing and dedup keys on all cores; decisions in input order.
+                let mapped: Vec<Mapped> = batch
+                    .into_par_iter()
+                    .map(|item| map_one(item, path, &fallback_source, opts, &scrubber))
+                    .collect();
+                for m in mapped {
+                    let (rec, counts, key) = match m {
+                        Ok(x) => x,
+                        Err(bad) if opts.skip_bad && matches!(bad.0, Error::Record { .. }) => {
+                            let (e, raw) = *bad;
+                            stats.rejected += 1;
+                            let row = serde_json::json!({"error": e.to_string(), "record": raw})
+                                .to_string();
+                            // Rejected records are scrubbed too: PII must not leak through the side file.
+                            let row = if opts.scrub_pii {
+                                scrubber.scrub_cow(&row).0
+                            } else {
+                                row.into()
+                            };
+                            rejects
+                                .write_all(row.as_bytes())
+                                .and_then(|_| rejects.write_all(b"\n"))
+                                .map_err(out_err)?;
+                            continue;
+                        }
+                        Err(bad) => return Err(bad.0),
+                    };
+                    stats.pii.add(&counts);
+                    if opts.dedup && !dedup.insert_key(key) {
+                        stats.duplicates += 1;
                         continue;
                     }
-                    Err(bad) => return Err(bad.0),
-                };
-                if opts.scrub_pii {
-                    for field in [
-                        &mut rec.instruction,
-                        &mut rec.input,
-                        &mut rec.output,
-                        &mut rec.system,
-                    ] {
-                        let (clean, counts) = scrubber.scrub_cow(field);
-                        if !counts.is_empty() {
-                            *field = clean.into_owned();
-                            stats.pii.add(&counts);
+                    if let Some(near) = near.as_mut() {
+                        let text = if rec.input.is_empty() {
+                            std::borrow::Cow::Borrowed(rec.instruction.as_str())
+                        } else {
+                            format!("{}\n{}", rec.instruction, rec.input).into()
+                        };
+                        if !near.insert(&text) {
+                            stats.near_duplicates += 1;
+                            continue;
                         }
                     }
+                    serde_json::to_writer(&mut *w, &rec).map_err(|e| out_err(e.into()))?;
+                    w.write_all(b"\n").map_err(out_err)?;
+                    stats.written += 1;
+                    *stats
+                        .per_class
+                        .entry(rec.four_class_label.name().into())
+                        .or_default() += 1;
+                    *stats.per_source.entry(rec.source.clone()).or_default() += 1;
+                    let lang = if rec.lang == Lang::Ja { "ja" } else { "en" };
+                    *stats.per_lang.entry(lang.into()).or_default() += 1;
+                    *hist
+                        .entry(rec.instruction.chars().count() as u64)
+                        .or_default() += 1;
                 }
-                if opts.dedup && !dedup.insert(&[&rec.instruction, &rec.input]) {
-                    stats.duplicates += 1;
-                    continue;
-                }
-                if let Some(near) = near.as_mut() {
-                    let text = if rec.input.is_empty() {
-                        std::borrow::Cow::Borrowed(rec.instruction.as_str())
-                    } else {
-                        format!("{}\n{}", rec.instruction, rec.input).into()
-                    };
-                    if !near.insert(&text) {
-                        stats.near_duplicates += 1;
-                        continue;
-                    }
-                }
-                serde_json::to_writer(&mut *w, &rec).map_err(|e| out_err(e.into()))?;
-                w.write_all(b"\n").map_err(out_err)?;
-                stats.written += 1;
-                *stats
-                    .per_class
-                    .entry(rec.four_class_label.name().into())
-                    .or_default() += 1;
-                *stats.per_source.entry(rec.source.clone()).or_default() += 1;
-                let lang = if rec.lang == Lang::Ja { "ja" } else { "en" };
-                *stats.per_lang.entry(lang.into()).or_default() += 1;
-                *hist
-                    .entry(rec.instruction.chars().count() as u64)
-                    .or_default() += 1;
             }
             done_before += consumed.load(Ordering::Relaxed);
             if let Some(p) = &opts.progress {

@@ -41,6 +41,11 @@ impl ExactDedup {
 
     /// True if and only if these parts were not seen before (and remembers them).
     pub fn insert(&mut self, parts: &[&str]) -> bool {
+        self.insert_key(Self::key(parts))
+    }
+
+    /// The 128-bit key of normalized parts (computable on any thread).
+    pub fn key(parts: &[&str]) -> [u8; 16] {
         let mut h = blake3::Hasher::new();
         for p in parts {
             h.update(normalize(p).as_bytes());
@@ -48,6 +53,11 @@ impl ExactDedup {
         }
         let mut key = [0u8; 16];
         key.copy_from_slice(&h.finalize().as_bytes()[..16]);
+        key
+    }
+
+    /// True if and only if `key` was not seen before (and remembers it).
+    pub fn insert_key(&mut self, key: [u8; 16]) -> bool {
         self.seen.insert(key)
     }
 

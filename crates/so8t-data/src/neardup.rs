@@ -220,8 +220,7 @@ impl NearDedup {
                 }
                 self.checked.push(item);
                 let other = &self.sigs[item as usize * p..(item as usize + 1) * p];
-                let same = other.iter().zip(&self.sig).filter(|(a, b)| a == b).count();
-                if same >= need {
+                if agrees_at_least(other, &self.sig, need) {
                     duplicate = true;
                     break 'bands;
                 }
@@ -392,6 +391,20 @@ pub fn estimated_jaccard(a: &[u32], b: &[u32]) -> f64 {
         return 0.0;
     }
     a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64
+}
+
+/// True if at least `need` positions of the two signatures agree; stops as soon as the answer
+/// is known (most banding candidates are far below the threshold and fail within a few chunks).
+fn agrees_at_least(a: &[u32], b: &[u32], need: usize) -> bool {
+    let allowed_misses = a.len().saturating_sub(need);
+    let mut misses = 0;
+    for (x, y) in a.chunks(16).zip(b.chunks(16)) {
+        misses += x.iter().zip(y).filter(|(p, q)| p != q).count();
+        if misses > allowed_misses {
+            return false;
+        }
+    }
+    true
 }
 
 /// Weight of banding false positives (candidates below the threshold) in choosing `(b, r)`.

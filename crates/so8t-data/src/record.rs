@@ -122,6 +122,40 @@ impl FieldMap {
         Ok(self)
     }
 
+    /// Applies a mapping file (TOML): each key is a record field (`text`, `input`, `output`,
+    /// `system`, `label`, `id`, `source`) and its value a source column name or a list of names
+    /// tried in order, before the defaults. `what` names the file in errors.
+    ///
+    /// ```toml
+    /// text = ["question", "prompt_ja"]
+    /// label = "safety_class"
+    /// ```
+    pub fn with_toml(mut self, text: &str, what: &str) -> Result<Self, String> {
+        let table: toml::Table = text.parse().map_err(|e| format!("{what}: {e}"))?;
+        for (key, value) in &table {
+            let names: Vec<String> = match value {
+                toml::Value::String(s) => vec![s.clone()],
+                toml::Value::Array(a) => a
+                    .iter()
+                    .map(|v| v.as_str().map(str::to_string))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| format!("{what}: `{key}` must list strings"))?,
+                other => {
+                    return Err(format!(
+                        "{what}: `{key}` must be a column name or a list of names, found {}",
+                        other.type_str()
+                    ))
+                }
+            };
+            for name in names.iter().rev() {
+                self = self
+                    .with_override(&format!("{key}={name}"))
+                    .map_err(|e| format!("{what}: {e}"))?;
+            }
+        }
+        Ok(self)
+    }
+
     /// Builds a record from a JSON object. `fallback_id` / `fallback_source` are used when the
     /// object has none. Errors say which field is missing or what was expected.
     pub fn to_record(

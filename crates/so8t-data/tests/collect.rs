@@ -286,3 +286,32 @@ fn progress_reaches_the_total() {
         + std::fs::metadata(data("four.parquet")).unwrap().len();
     assert_eq!((done, total, s.bytes), (size, size, size));
 }
+
+#[test]
+fn a_toml_mapping_file_maps_columns() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("cols.csv");
+    std::fs::write(&p, "id,question_text,safety\n1,hi there,allow\n2,,deny\n").unwrap();
+    let map = FieldMap::default()
+        .with_toml(
+            "text = [\"missing\", \"question_text\"]\nlabel = \"safety\"\n",
+            "map.toml",
+        )
+        .unwrap();
+    assert_eq!(&map.text[..2], ["missing", "question_text"]);
+    assert_eq!(map.label[0], "safety");
+    let mut o = CollectOptions::new(vec![p], t.path().join("o.jsonl"));
+    o.map = map;
+    o.skip_bad = true;
+    let s = collect(&o).unwrap();
+    assert_eq!((s.written, s.rejected), (1, 1));
+    for (bad, want) in [
+        ("txt = \"a\"", "unknown field \"txt\""),
+        ("text = 3", "must be a column name"),
+        ("text = [1]", "must list strings"),
+        ("text = ", "map.toml"),
+    ] {
+        let e = FieldMap::default().with_toml(bad, "map.toml").unwrap_err();
+        assert!(e.contains(want) && e.starts_with("map.toml"), "{bad}: {e}");
+    }
+}

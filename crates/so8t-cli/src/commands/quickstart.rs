@@ -1,14 +1,19 @@
 //! `so8t quickstart`: the whole flow available so far, on the bundled tiny model.
 //!
 //! Creates the tiny Phi-3 model (random weights, BPE tokenizer trained on the embedded corpus,
-//! Phi-3.5 chat template), random SO(8) gates, chats with the gated model, bakes the gates into
-//! `o_proj` and shows that the baked model answers the same. Later stages (data, training,
-//! export, serving, evaluation) join this command as their issues land.
+//! Phi-3.5 chat template); turns the bundled four-class sample into unified records, a split,
+//! /think chats and packed training rows; makes random SO(8) gates, chats with the gated model,
+//! bakes the gates into `o_proj` and shows that the baked model answers the same. Later stages
+//! (training, export, serving, evaluation) join this command as their issues land.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Result};
 use candle_core::{DType, Device, Tensor};
+use so8t_data::collect::{collect, CollectOptions};
+use so8t_data::split::{split, SplitOptions};
+use so8t_data::think::{think, Renderer, ThinkFormat, ThinkOptions};
+use so8t_data::tokenize::{tokenize, TokenizeOptions};
 use so8t_model::bake::{bake, BakeOptions};
 use so8t_model::generate::{generate, GenerateRequest, SamplingParams};
 use so8t_model::init::{init_model, InitOptions, Preset};
@@ -26,8 +31,97 @@ pub struct QuickstartArgs {
     pub seed: u64,
 }
 
+/// The bundled sample dataset (`examples/data/sample_four_class.jsonl`).
+const SAMPLE: &str = include_str!("../../../../examples/data/sample_four_class.jsonl");
+
 fn step(n: usize, what: &str) {
-    eprintln!("\n== [{n}/5] {what}");
+    eprintln!("\n== [{n}/8] {what}");
+}
+
+/// Steps 2–4: bundled sample → records + split → /think chats → packed training rows.
+fn data_steps(out: &Path, model_dir: &Path) -> Result<()> {
+    let data = out.join("data");
+    std::fs::create_dir_all(&data)?;
+    let sample = data.join("sample_four_class.jsonl");
+    so8t_model::io::write_string_atomic(&sample, SAMPLE)?;
+    step(
+        2,
+        "data collect + split: the bundled four-class sample (PII scrubbed, duplicates dropped)",
+    );
+    let records = data.join("records.jsonl");
+    let c = collect(&CollectOptions::new(vec![sample], records.clone()))?;
+    eprintln!(
+        "   read {}, wrote {} ({} duplicates, {} near-duplicates, PII {:?}); per class {:?}",
+        c.read, c.written, c.duplicates, c.near_duplicates, c.pii, c.per_class
+    );
+    let sp = split(&SplitOptions {
+        input: records,
+        out_dir: data.join("split"),
+        ratios: [0.8, 0.1, 0.1],
+        seed: 42,
+    })?;
+    let sizes: Vec<String> = sp
+        .per_split
+        .iter()
+        .map(|(k, v)| format!("{k} {}", v.values().sum::<u64>()))
+        .collect();
+    eprintln!("   split: {}", sizes.join(", "));
+    step(
+        3,
+        "data think: /think chats in the tags format, rendered with the Phi-3.5 template",
+    );
+    let chats = data.join("think_train.jsonl");
+    let renderer = Renderer::phi35()?;
+    let t = think(
+        &ThinkOptions {
+            inputs: vec![data.join("split/train.jsonl")],
+            output: chats.clone(),
+            format: ThinkFormat::Tags,
+            system: None,
+            map: Default::default(),
+            progress: None,
+        },
+        &renderer,
+    )?;
+    let first = std::fs::read_to_string(&chats)?;
+    let first: serde_json::Value = serde_json::from_str(first.lines().next().unwrap_or("{}"))?;
+    eprintln!(
+        "   {} chats; the first:\n{}",
+        t.written,
+        first["text"].as_str().unwrap_or("")
+    );
+    step(
+        4,
+        "data tokenize: assistant-only labels, packed rows of 4096 tokens",
+    );
+    let tok = TextTokenizer::from_dir(model_dir)?;
+    let template = tok
+        .chat_template
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("the tiny model has no chat template"))?;
+    let k = tokenize(
+        &TokenizeOptions {
+            inputs: vec![chats],
+            output: data.join("train_tokens.jsonl"),
+            max_seq_len: 4096,
+            train_on_prompt: false,
+            pack: true,
+            seed: Some(42),
+            keep_cut_class: false,
+            progress: None,
+        },
+        &tok,
+        template,
+    )?;
+    eprintln!(
+        "   {} examples in {} rows, {} tokens ({} trained), fill {:.1} %",
+        k.examples,
+        k.rows,
+        k.tokens,
+        k.label_tokens,
+        100.0 * k.fill
+    );
+    Ok(())
 }
 
 /// Runs `quickstart`.
@@ -58,8 +152,10 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
         cfg.vocab_size
     );
 
+    data_steps(&a.out, &model_dir)?;
+
     step(
-        2,
+        5,
         "SO(8) gates on every layer (init scale 0.3 so that they visibly act)",
     );
     let layers: Vec<usize> = (0..cfg.num_hidden_layers).collect();
@@ -79,7 +175,7 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
         );
     }
 
-    step(3, "chat with the gated model (greedy)");
+    step(6, "chat with the gated model (greedy)");
     let model = Model::load(&model_dir, DType::F32, &dev)?;
     let tok = TextTokenizer::from_dir(&model_dir)?;
     let mats = gates.matrices(&Tensor::new(alpha as f32, &dev)?, cfg.num_hidden_layers)?;
@@ -107,7 +203,7 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
         gated.text
     );
 
-    step(4, "bake the gates into o_proj");
+    step(7, "bake the gates into o_proj");
     let report = bake(
         &model_dir,
         &baked_dir,
@@ -132,7 +228,7 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
     ensure!(diff < 1e-4, "bake changed the logits by {diff}");
 
     step(
-        5,
+        8,
         "the baked model (no gates) answers exactly as the gated one",
     );
     let baked = Model::load(&baked_dir, DType::F32, &dev)?;

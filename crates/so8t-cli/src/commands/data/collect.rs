@@ -20,6 +20,9 @@ pub struct CollectArgs {
     /// Field mapping overrides FIELD=SOURCE_NAME (fields: text, input, output, system, label, id, source).
     #[arg(long = "map")]
     pub map: Vec<String>,
+    /// Field mapping file (TOML): `text = ["question", "prompt"]`, `label = "class"`, … (see README).
+    #[arg(long)]
+    pub map_file: Option<PathBuf>,
     /// Count and skip bad records; write them with their reason to the rejects file.
     #[arg(long)]
     pub skip_bad: bool,
@@ -56,7 +59,7 @@ pub struct CollectArgs {
 pub fn run(a: CollectArgs) -> Result<()> {
     let ratios = a.split.as_deref().map(parse_ratios).transpose()?;
     let mut opts = CollectOptions::new(a.input, a.output.clone());
-    opts.map = super::field_map(&a.map)?;
+    opts.map = super::field_map(a.map_file.as_deref(), &a.map)?;
     opts.skip_bad = a.skip_bad;
     opts.rejects = a.rejects;
     opts.dedup = !a.no_dedup;

@@ -40,9 +40,16 @@ pub fn run(cmd: DataCmd) -> Result<()> {
     }
 }
 
-/// The default field map with `FIELD=SOURCE_NAME` overrides applied.
-fn field_map(overrides: &[String]) -> Result<FieldMap> {
+/// The default field map with a mapping file's names, then `FIELD=SOURCE_NAME` overrides, first.
+fn field_map(file: Option<&std::path::Path>, overrides: &[String]) -> Result<FieldMap> {
     let mut map = FieldMap::default();
+    if let Some(f) = file {
+        let text =
+            std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+        map = map
+            .with_toml(&text, &f.display().to_string())
+            .map_err(anyhow::Error::msg)?;
+    }
     for m in overrides {
         map = map.with_override(m).map_err(anyhow::Error::msg)?;
     }

@@ -26,6 +26,9 @@ pub struct ThinkArgs {
     /// Field mapping overrides FIELD=SOURCE_NAME, as in `data collect`.
     #[arg(long = "map")]
     pub map: Vec<String>,
+    /// Field mapping file (TOML), as in `data collect`.
+    #[arg(long)]
+    pub map_file: Option<PathBuf>,
 }
 
 /// Runs `data think`.
@@ -39,7 +42,7 @@ pub fn run(a: ThinkArgs) -> Result<()> {
         output: a.output.clone(),
         format: a.format,
         system: a.system,
-        map: super::field_map(&a.map)?,
+        map: super::field_map(a.map_file.as_deref(), &a.map)?,
         progress: None,
     };
     let stats = super::with_progress("think", |p| {

@@ -1,0 +1,35 @@
+//! The error type of `so8t-train`.
+
+/// Errors of the trainer. Messages start lowercase and name the setting or tensor at fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration value is out of range; `field` is its name as written in a config file
+    /// (e.g. `alpha.width`, `pet.transition_start`).
+    #[error("invalid {field}: {msg}")]
+    Invalid {
+        /// The offending setting.
+        field: String,
+        /// What is wrong and what is expected.
+        msg: String,
+    },
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// The model core failed.
+    #[error(transparent)]
+    Model(#[from] so8t_model::Error),
+}
+
+impl Error {
+    /// An [`Error::Invalid`] for `field`.
+    pub fn invalid(field: impl Into<String>, msg: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            msg: msg.into(),
+        }
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
