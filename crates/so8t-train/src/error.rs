@@ -19,6 +19,9 @@ pub enum Error {
     /// The model core failed.
     #[error(transparent)]
     Model(#[from] so8t_model::Error),
+    /// Reading training data failed.
+    #[error(transparent)]
+    Data(#[from] so8t_data::Error),
 }
 
 impl Error {

@@ -17,9 +17,12 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod batch;
 mod error;
+pub mod optim;
 pub mod pet;
 pub mod schedule;
+pub mod step;
 
 pub use error::{Error, Result};
 pub use pet::pet_loss;

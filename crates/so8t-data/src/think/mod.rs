@@ -21,6 +21,11 @@ use crate::record::{FieldMap, Lang, Record};
 
 pub use phrases::{ASPECTS, STEP_TITLES};
 
+use rayon::prelude::*;
+
+/// Records built and rendered per parallel batch.
+const BATCH: usize = 2048;
+
 /// The heading of the thinking part in the `steps` format.
 pub const STEPS_HEADING: &str = "# 思考ステップ";
 /// The heading of the final answer in the `steps` format.
@@ -327,33 +332,48 @@ pub fn think(opts: &ThinkOptions, renderer: &Renderer) -> Result<ThinkStats> {
                     p.add_total(src.total_bytes);
                 }
                 let mut seen = 0;
-                for item in src.rows {
+                let mut rows = src.rows;
+                loop {
+                    let batch: Vec<_> = rows.by_ref().take(BATCH).collect();
+                    if batch.is_empty() {
+                        break;
+                    }
                     if let Some(p) = &opts.progress {
                         let now = src.consumed.load(std::sync::atomic::Ordering::Relaxed);
                         p.add_done(now - seen);
                         seen = now;
                     }
-                    let (line, v) = item?;
-                    let rec = opts
-                        .map
-                        .to_record(&v, &format!("{stem}:{line}"), &stem)
-                        .map_err(|msg| Error::Record {
-                            path: path.clone(),
-                            line,
-                            column: 0,
-                            msg,
-                        })?;
-                    let tr = think_record(&rec, opts.format, opts.system.as_deref(), renderer)?;
-                    serde_json::to_writer(&mut *w, &tr)
-                        .map_err(|e| Error::io(&opts.output, e.into()))?;
-                    w.write_all(b"\n").map_err(|e| Error::io(&opts.output, e))?;
-                    stats.written += 1;
-                    *stats
-                        .per_class
-                        .entry(rec.four_class_label.name().into())
-                        .or_default() += 1;
-                    let lang = if rec.lang == Lang::Ja { "ja" } else { "en" };
-                    *stats.per_lang.entry(lang.into()).or_default() += 1;
+                    // Build and render on all cores; write in input order.
+                    let done: Vec<Result<(Label, Lang, String)>> = batch
+                        .into_par_iter()
+                        .map(|item| {
+                            let (line, v) = item?;
+                            let rec = opts
+                                .map
+                                .to_record(&v, &format!("{stem}:{line}"), &stem)
+                                .map_err(|msg| Error::Record {
+                                    path: path.clone(),
+                                    line,
+                                    column: 0,
+                                    msg,
+                                })?;
+                            let tr =
+                                think_record(&rec, opts.format, opts.system.as_deref(), renderer)?;
+                            let json = serde_json::to_string(&tr)
+                                .map_err(|e| Error::io(&opts.output, e.into()))?;
+                            Ok((rec.four_class_label, rec.lang, json))
+                        })
+                        .collect();
+                    for item in done {
+                        let (label, lang, json) = item?;
+                        w.write_all(json.as_bytes())
+                            .and_then(|_| w.write_all(b"\n"))
+                            .map_err(|e| Error::io(&opts.output, e))?;
+                        stats.written += 1;
+                        *stats.per_class.entry(label.name().into()).or_default() += 1;
+                        let lang = if lang == Lang::Ja { "ja" } else { "en" };
+                        *stats.per_lang.entry(lang.into()).or_default() += 1;
+                    }
                 }
             }
             Ok(())

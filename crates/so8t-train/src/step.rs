@@ -1,0 +1,302 @@
+//! One optimizer step of SO8T fine-tuning: the model with LoRA adapters and SO(8) gates (blended
+//! by α(t)), loss = CE(targets) + λ(phase)·PET + L_orth, backward, global-norm clipping, AdamW.
+
+use std::collections::BTreeMap;
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Tensor, Var};
+use serde::{Deserialize, Serialize};
+use so8t_model::lora::{attach, LoraConfig};
+use so8t_model::loss::shifted_cross_entropy;
+use so8t_model::so8::{LayerSelection, RotationMethod, So8Gates};
+use so8t_model::{Forward, Model};
+
+use crate::batch::Batch;
+use crate::error::{Error, Result};
+use crate::optim::{clip_grad_norm, learning_rate, AdamW, AdamWConfig, LrDecay};
+use crate::pet::pet_loss;
+use crate::schedule::{AlphaSchedule, PetPhase, PetSchedule};
+
+/// The SO(8) gate settings (seed 004's `so8t` block).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GateConfig {
+    /// Train gates at all.
+    pub enabled: bool,
+    /// `all` or a list of layer indices (`"0,1,5"`, ranges `2-4`).
+    pub layer_indices: String,
+    /// Std of the initial generator entries.
+    pub init_scale: f64,
+    /// Weight of L_orth.
+    pub orthogonal_reg: f64,
+    /// `exp` or `cayley`.
+    pub parametrization: String,
+}
+
+impl Default for GateConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            layer_indices: "all".into(),
+            init_scale: 0.05,
+            orthogonal_reg: 1e-4,
+            parametrization: "exp".into(),
+        }
+    }
+}
+
+/// What one trainer optimizes and how.
+#[derive(Debug, Clone)]
+pub struct StepConfig {
+    /// Gates.
+    pub gates: GateConfig,
+    /// α(t).
+    pub alpha: AlphaSchedule,
+    /// PET on/off and λ(phase).
+    pub pet: Option<PetSchedule>,
+    /// LoRA adapters (None: gates only).
+    pub lora: Option<LoraConfig>,
+    /// AdamW.
+    pub optim: AdamWConfig,
+    /// LR decay after warm-up.
+    pub lr_decay: LrDecay,
+    /// Warm-up steps.
+    pub warmup_steps: u64,
+    /// Global gradient-norm clip (None or ≤ 0: off).
+    pub grad_clip: Option<f64>,
+    /// Total optimizer steps T (schedules run over it).
+    pub total_steps: u64,
+    /// Seed of the adapter and gate initialization.
+    pub seed: u64,
+}
+
+/// Everything logged for one optimizer step.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepMetrics {
+    /// 1-based step just taken.
+    pub step: u64,
+    /// Total loss.
+    pub loss: f64,
+    /// Cross-entropy over target tokens.
+    pub ce: f64,
+    /// λ·PET.
+    pub pet: f64,
+    /// PET weight of this step.
+    pub pet_lambda: f64,
+    /// PET phase of this step.
+    pub phase: PetPhase,
+    /// L_orth.
+    pub orth: f64,
+    /// α used.
+    pub alpha: f64,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Real tokens processed.
+    pub tokens: usize,
+    /// Target tokens.
+    pub targets: usize,
+}
+
+/// Model + trainable state + optimizer.
+pub struct Trainer {
+    /// The model (LoRA adapters attached to its linears).
+    pub model: Model,
+    /// The gates (generators are the optimizer's variables), if enabled.
+    pub gates: Option<So8Gates>,
+    /// Settings.
+    pub cfg: StepConfig,
+    /// The optimizer (its variables: LoRA A/B by PEFT name, `gates.{layer}`).
+    pub opt: AdamW,
+}
+
+fn scalar(t: &Tensor) -> Result<f64> {
+    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+}
+
+fn add_grads(
+    acc: &mut Option<GradStore>,
+    new: GradStore,
+    vars: &BTreeMap<String, Var>,
+) -> Result<()> {
+    match acc {
+        None => *acc = Some(new),
+        Some(a) => {
+            for v in vars.values() {
+                if let Some(g) = new.get(v.as_tensor()) {
+                    let sum = match a.remove(v.as_tensor()) {
+                        Some(old) => (old + g)?,
+                        None => g.clone(),
+                    };
+                    a.insert(v.as_tensor(), sum);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Trainer {
+    /// Attaches fresh LoRA adapters and random gates (both seeded) to `model`.
+    pub fn new(mut model: Model, cfg: StepConfig) -> Result<Self> {
+        cfg.alpha.validate()?;
+        if let Some(p) = &cfg.pet {
+            p.validate()?;
+        }
+        if cfg.alpha.is_learned() {
+            return Err(Error::invalid(
+                "alpha.schedule",
+                "`learned` is not supported by the trainer yet; use sigmoid, linear or constant",
+            ));
+        }
+        let mut vars = BTreeMap::new();
+        if let Some(l) = &cfg.lora {
+            vars.extend(attach(&mut model, l, cfg.seed)?);
+        }
+        let gates = if cfg.gates.enabled {
+            let method: RotationMethod = cfg.gates.parametrization.parse()?;
+            let sel: LayerSelection = cfg.gates.layer_indices.parse()?;
+            let layers = sel.resolve(model.cfg.num_hidden_layers)?;
+            let g = So8Gates::random(
+                &layers,
+                model.cfg.attn_out_dim(),
+                cfg.gates.init_scale,
+                cfg.seed ^ 0x005e_ed0f_9a7e,
+                method,
+                model.device(),
+            )?;
+            let mut generators = BTreeMap::new();
+            for (l, t) in g.generators {
+                let v = Var::from_tensor(&t.to_dtype(DType::F32)?)?;
+                generators.insert(l, v.as_tensor().clone());
+                vars.insert(format!("gates.{l}"), v);
+            }
+            Some(So8Gates { generators, ..g })
+        } else {
+            None
+        };
+        if vars.is_empty() {
+            return Err(Error::invalid(
+                "so8t.enabled",
+                "nothing to train: enable the gates or LoRA",
+            ));
+        }
+        let opt = AdamW::new(vars, cfg.optim.clone());
+        Ok(Self {
+            model,
+            gates,
+            cfg,
+            opt,
+        })
+    }
+
+    /// The loss terms of one micro-batch at optimizer step `t` (0-based): (total, ce, λ·pet,
+    /// orth), differentiable with respect to the optimizer's variables.
+    #[allow(clippy::type_complexity)]
+    pub fn losses(
+        &self,
+        b: &Batch,
+        t: u64,
+    ) -> Result<(Tensor, Tensor, Option<Tensor>, Option<Tensor>)> {
+        let total = self.cfg.total_steps;
+        let alpha = self.cfg.alpha.value(t, total);
+        let mats = match &self.gates {
+            Some(g) => Some(g.matrices(
+                &Tensor::new(alpha as f32, self.model.device())?,
+                self.model.cfg.num_hidden_layers,
+            )?),
+            None => None,
+        };
+        let hidden = self.model.hidden_states(
+            &b.input_ids,
+            Forward {
+                attention_mask: Some(&b.attention_mask),
+                gates: mats.as_ref(),
+                train: true,
+                segments: b.segments.as_deref(),
+                ..Default::default()
+            },
+        )?;
+        let logits = self.model.logits(&hidden)?;
+        let ce = shifted_cross_entropy(&logits, &b.input_ids, &b.label_mask, &b.attention_mask)?;
+        let mut loss = ce.clone();
+        let pet = match &self.cfg.pet {
+            Some(p) => {
+                let (l, _) = pet_loss(
+                    &hidden,
+                    &b.attention_mask,
+                    p.huber_delta,
+                    b.segments.as_deref(),
+                )?;
+                let l = (l.to_dtype(ce.dtype())? * p.lambda(t, total))?;
+                loss = (loss + &l)?;
+                Some(l)
+            }
+            None => None,
+        };
+        let orth = match &self.gates {
+            Some(g) => g.orthogonality_loss(self.cfg.gates.orthogonal_reg)?,
+            None => None,
+        };
+        if let Some(o) = &orth {
+            loss = (loss + o.to_dtype(ce.dtype())?)?;
+        }
+        Ok((loss, ce, pet, orth))
+    }
+
+    /// One optimizer step over `micro` batches (gradient accumulation: their losses averaged).
+    pub fn step(&mut self, micro: &[Batch]) -> Result<StepMetrics> {
+        if micro.is_empty() {
+            return Err(Error::invalid(
+                "batch_size",
+                "an optimizer step needs a batch",
+            ));
+        }
+        let t = self.opt.step;
+        let n = micro.len() as f64;
+        let mut grads = None;
+        let (mut loss_sum, mut ce_sum, mut pet_sum, mut orth_sum) = (0.0, 0.0, 0.0, 0.0);
+        let (mut tokens, mut targets) = (0, 0);
+        for b in micro {
+            let (loss, ce, pet, orth) = self.losses(b, t)?;
+            loss_sum += scalar(&loss)? / n;
+            ce_sum += scalar(&ce)? / n;
+            pet_sum += pet.as_ref().map(scalar).transpose()?.unwrap_or(0.0) / n;
+            orth_sum += orth.as_ref().map(scalar).transpose()?.unwrap_or(0.0) / n;
+            tokens += b.tokens;
+            targets += b.targets;
+            let g = (loss / n)?.backward()?;
+            add_grads(&mut grads, g, self.opt.vars())?;
+        }
+        let mut grads = grads.expect("at least one micro-batch");
+        let grad_norm = clip_grad_norm(&mut grads, self.opt.vars(), self.cfg.grad_clip)?;
+        let lr = learning_rate(
+            self.cfg.optim.lr,
+            self.cfg.lr_decay,
+            self.cfg.warmup_steps,
+            t,
+            self.cfg.total_steps,
+        );
+        self.opt.update(&grads, lr)?;
+        let pet_cfg = self.cfg.pet.unwrap_or_default();
+        Ok(StepMetrics {
+            step: self.opt.step,
+            loss: loss_sum,
+            ce: ce_sum,
+            pet: pet_sum,
+            pet_lambda: if self.cfg.pet.is_some() {
+                pet_cfg.lambda(t, self.cfg.total_steps)
+            } else {
+                0.0
+            },
+            phase: pet_cfg.phase(t, self.cfg.total_steps),
+            orth: orth_sum,
+            alpha: self.cfg.alpha.value(t, self.cfg.total_steps),
+            lr,
+            grad_norm,
+            tokens,
+            targets,
+        })
+    }
+}
