@@ -35,6 +35,8 @@ enum Command {
     Bake(commands::bake::BakeArgs),
     /// Download a model (or dataset) repository from the Hugging Face hub.
     Pull(commands::pull::PullArgs),
+    /// Fine-tune with SO(8) gates, LoRA, PET and alpha annealing in a crash-safe run folder.
+    Train(commands::train::TrainArgs),
     /// Run the whole flow available so far on the bundled tiny model.
     Quickstart(commands::quickstart::QuickstartArgs),
 }
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
         Command::Bake(a) => commands::bake::run(a),
         Command::Pull(a) => commands::pull::run(a),
         Command::Quickstart(a) => commands::quickstart::run(a),
+        Command::Train(a) => commands::train::run_cmd(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -263,6 +263,8 @@ fn every_command_has_help() {
         vec!["data", "think"],
         vec!["data", "tokenize"],
         vec!["data", "pull"],
+        vec!["train"],
+        vec!["train", "status"],
     ] {
         let mut a = cmd.clone();
         a.push("--help");

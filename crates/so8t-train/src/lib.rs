@@ -18,9 +18,12 @@
 #![warn(missing_docs)]
 
 pub mod batch;
+pub mod checkpoint;
+pub mod config;
 mod error;
 pub mod optim;
 pub mod pet;
+pub mod run;
 pub mod schedule;
 pub mod step;
 

@@ -6,6 +6,7 @@ pub mod generate;
 pub mod model;
 pub mod pull;
 pub mod quickstart;
+pub mod train;
 
 use std::path::PathBuf;
 

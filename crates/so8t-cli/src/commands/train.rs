@@ -1,0 +1,127 @@
+//! `so8t train`: SO8T fine-tuning in a crash-safe run directory; `so8t train status RUN_DIR`.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use so8t_train::config::TrainConfig;
+use so8t_train::run::{run, RunOptions, Session};
+
+/// `train`.
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct TrainArgs {
+    #[command(subcommand)]
+    sub: Option<TrainSub>,
+    /// The training config (YAML; see docs/formats/train-config.md).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The run folder (default: runs/<config name>-<config hash>).
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Override training.max_steps.
+    #[arg(long)]
+    pub max_steps: Option<u64>,
+    /// Stop after this many steps of the run (the schedules still span the whole run); resume later.
+    #[arg(long)]
+    pub stop_after: Option<u64>,
+    /// Continue the unfinished run of this config from its newest valid checkpoint.
+    #[arg(long)]
+    pub auto_resume: bool,
+}
+
+#[derive(clap::Subcommand)]
+enum TrainSub {
+    /// Print a run's session (status, step, best loss, last checkpoint) as JSON.
+    Status {
+        /// The run folder.
+        run_dir: PathBuf,
+    },
+}
+
+/// Runs `train`.
+pub fn run_cmd(a: TrainArgs) -> Result<()> {
+    if let Some(TrainSub::Status { run_dir }) = a.sub {
+        let p = run_dir.join("session.json");
+        let s: Session = serde_json::from_str(
+            &std::fs::read_to_string(&p).with_context(|| format!("{}", p.display()))?,
+        )
+        .with_context(|| format!("{}: not a session file", p.display()))?;
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    let Some(config) = a.config else {
+        bail!("--config FILE is required (or `so8t train status RUN_DIR`)");
+    };
+    let mut cfg = TrainConfig::from_file(&config)?;
+    if let Some(n) = a.max_steps {
+        cfg.training.max_steps = n;
+        cfg.validate()?;
+    }
+    let run_dir = a.run_dir.unwrap_or_else(|| {
+        let stem = config
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "run".into());
+        PathBuf::from("runs").join(format!("{stem}-{}", &cfg.hash()[..8]))
+    });
+    let has_checkpoints = run_dir.join("checkpoints").is_dir()
+        && std::fs::read_dir(run_dir.join("checkpoints"))?
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().starts_with("step-"));
+    if has_checkpoints && !a.auto_resume {
+        bail!(
+            "{} already holds a run: pass --auto-resume to continue it, or choose another --run-dir",
+            run_dir.display()
+        );
+    }
+    let interrupt = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, interrupt.clone())?;
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("step {pos}/{len} [{bar:30}] {msg} ETA {eta}")?
+                .progress_chars("=> "),
+        );
+    } else {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let started = std::time::Instant::now();
+    let mut tokens = 0usize;
+    let bar2 = bar.clone();
+    let session = run(RunOptions {
+        config: cfg,
+        run_dir: run_dir.clone(),
+        stop_after: a.stop_after,
+        interrupt,
+        on_step: Some(Box::new(move |m, s| {
+            tokens += m.tokens;
+            bar2.set_length(s.total_steps);
+            bar2.set_position(m.step);
+            bar2.set_message(format!(
+                "loss {:.4} (ce {:.4}) α {:.3} λ {:.2} lr {:.2e} {:.0} tok/s",
+                m.loss,
+                m.ce,
+                m.alpha,
+                m.pet_lambda,
+                m.lr,
+                tokens as f64 / started.elapsed().as_secs_f64().max(1e-9)
+            ));
+        })),
+    })
+    .with_context(|| format!("training in {}", run_dir.display()))?;
+    bar.finish_and_clear();
+    eprintln!(
+        "{} at step {}/{} (best loss {}); run folder {}",
+        session.status,
+        session.step,
+        session.total_steps,
+        session.best_loss.map_or("-".into(), |b| format!("{b:.4}")),
+        run_dir.display()
+    );
+    println!("{}", serde_json::to_string_pretty(&session)?);
+    Ok(())
+}
