@@ -151,3 +151,163 @@ fn config_errors_name_the_key() {
         "{e}"
     );
 }
+
+/// SIGKILL at seeded random moments (checkpoints every step, so some kills land inside a
+/// checkpoint write), resumed each time with `--auto-resume`: the loss sequence and the final
+/// weights equal those of an uninterrupted run.
+#[test]
+fn sigkill_at_random_moments_then_resume_is_bit_identical() {
+    let t = tempfile::tempdir().unwrap();
+    let cfg = t.path().join("train.yaml");
+    let config = CONFIG
+        .replace("max_steps: 6", "max_steps: 30")
+        .replace("every_steps: 2", "every_steps: 1");
+    std::fs::write(&cfg, config).unwrap();
+    let a = t.path().join("a");
+    ok(&["train", "--config", s(&cfg), "--run-dir", s(&a)]);
+    let b = t.path().join("b");
+    // Prepare the run folder (model, data, tokens) once without killing, to spend the kills on
+    // the training steps.
+    ok(&[
+        "train",
+        "--config",
+        s(&cfg),
+        "--run-dir",
+        s(&b),
+        "--stop-after",
+        "1",
+    ]);
+    let bin = assert_cmd::cargo::cargo_bin("so8t");
+    let steps_logged = || {
+        std::fs::read_to_string(b.join("metrics.jsonl"))
+            .map(|m| m.lines().count())
+            .unwrap_or(0)
+    };
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut kills = 0;
+    for _ in 0..40 {
+        let before = steps_logged();
+        let mut child = std::process::Command::new(&bin)
+            .args([
+                "train",
+                "--config",
+                s(&cfg),
+                "--run-dir",
+                s(&b),
+                "--auto-resume",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Let it make at least one new step, then kill at a random moment of the next ones
+        // (checkpoints are written after every step, so some kills land inside one).
+        let start = std::time::Instant::now();
+        while steps_logged() <= before && child.try_wait().unwrap().is_none() {
+            assert!(start.elapsed().as_secs() < 120, "no progress");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(std::time::Duration::from_millis(rng % 500));
+        if child.try_wait().unwrap().is_some() {
+            break; // finished before the kill
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        kills += 1;
+        if kills >= 12 {
+            break;
+        }
+    }
+    assert!(kills >= 10, "only {kills} kills landed");
+    // The kills interrupted training itself, not just start-up: steps were made between them.
+    let session: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(b.join("session.json")).unwrap()).unwrap();
+    let reached = session["step"].as_u64().unwrap();
+    assert!(
+        reached >= 8,
+        "only step {reached} reached during the kill cycles"
+    );
+    ok(&[
+        "train",
+        "--config",
+        s(&cfg),
+        "--run-dir",
+        s(&b),
+        "--auto-resume",
+    ]);
+    assert_eq!(
+        losses(&a),
+        losses(&b),
+        "loss sequences differ after {kills} kills"
+    );
+    for f in [
+        "final/gates.safetensors",
+        "final/adapter/adapter_model.safetensors",
+    ] {
+        assert_eq!(
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+            "{f} differs after {kills} kills"
+        );
+    }
+}
+
+/// SIGTERM: the run stops at the next step with an emergency checkpoint, marks itself
+/// interrupted, and resumes from there to completion.
+#[test]
+fn sigterm_writes_an_emergency_checkpoint_that_resumes() {
+    let t = tempfile::tempdir().unwrap();
+    let cfg = t.path().join("train.yaml");
+    let config = CONFIG
+        .replace("max_steps: 6", "max_steps: 20")
+        .replace("every_steps: 2", "every_steps: 100");
+    std::fs::write(&cfg, config).unwrap();
+    let b = t.path().join("b");
+    let bin = assert_cmd::cargo::cargo_bin("so8t");
+    let child = std::process::Command::new(&bin)
+        .args(["train", "--config", s(&cfg), "--run-dir", s(&b)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while std::fs::read_to_string(b.join("metrics.jsonl"))
+        .map(|m| m.lines().count())
+        .unwrap_or(0)
+        < 2
+    {
+        assert!(start.elapsed().as_secs() < 120, "training did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("emergency checkpoint"), "{err}");
+    let names: Vec<String> = std::fs::read_dir(b.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().any(|n| n.ends_with("-emergency")), "{names:?}");
+    assert!(ok(&["train", "status", s(&b)]).contains("\"interrupted\""));
+    ok(&[
+        "train",
+        "--config",
+        s(&cfg),
+        "--run-dir",
+        s(&b),
+        "--auto-resume",
+    ]);
+    let status = ok(&["train", "status", s(&b)]);
+    assert!(
+        status.contains("\"completed\"") && status.contains("\"step\": 20"),
+        "{status}"
+    );
+}

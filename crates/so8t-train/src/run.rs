@@ -85,6 +85,9 @@ pub fn prepare_builtins(cfg: &mut TrainConfig, run_dir: &Path) -> Result<()> {
     if cfg.model.as_os_str() == "builtin:tiny" {
         let dir = run_dir.join("model");
         if !dir.join("config.json").exists() {
+            // Made beside and renamed into place: a crash never leaves a half-written model.
+            let tmp = run_dir.join(format!(".model.tmp-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&tmp);
             so8t_model::init::init_model(
                 &so8t_model::init::InitOptions {
                     arch: so8t_model::Arch::Phi3,
@@ -93,8 +96,11 @@ pub fn prepare_builtins(cfg: &mut TrainConfig, run_dir: &Path) -> Result<()> {
                     tokenizer_corpus: vec![],
                     dtype: None,
                 },
-                &dir,
+                &tmp,
             )?;
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::rename(&tmp, &dir)
+                .map_err(|e| Error::invalid("model", format!("{}: {e}", dir.display())))?;
         }
         cfg.model = dir;
     }
