@@ -25,6 +25,7 @@ pub mod io;
 mod linear;
 pub mod lora;
 pub mod loss;
+mod mask;
 mod matvec;
 mod model;
 mod rope;

@@ -13,6 +13,7 @@ use crate::cache::Cache;
 use crate::config::{Arch, Config};
 use crate::error::{Error, Result};
 use crate::linear::Linear;
+use crate::mask::attention_mask;
 use crate::rope::RotaryEmbedding;
 use crate::so8::{apply_blocks, GateMatrices};
 use crate::weights::Weights;
@@ -301,7 +302,19 @@ impl Model {
         let (cos, sin, mask) = match fw.segments {
             None => {
                 let (cos, sin) = self.rope.cos_sin(offset, t, self.dtype, &self.device)?;
-                (cos, sin, self.mask(b, t, offset, fw.attention_mask, None)?)
+                (
+                    cos,
+                    sin,
+                    attention_mask(
+                        b,
+                        t,
+                        offset,
+                        self.cfg.sliding_window,
+                        fw.attention_mask,
+                        None,
+                        &self.device,
+                    )?,
+                )
             }
             Some(segs) => {
                 if offset > 0 {
@@ -325,7 +338,15 @@ impl Model {
                     cos.push(c);
                     sin.push(s);
                 }
-                let mask = self.mask(b, t, 0, fw.attention_mask, Some(segs))?;
+                let mask = attention_mask(
+                    b,
+                    t,
+                    0,
+                    self.cfg.sliding_window,
+                    fw.attention_mask,
+                    Some(segs),
+                    &self.device,
+                )?;
                 (Tensor::stack(&cos, 0)?, Tensor::stack(&sin, 0)?, mask)
             }
         };
@@ -395,68 +416,6 @@ impl Model {
             } => cached > 0 && cached <= *o && total > *o,
             _ => false,
         }
-    }
-
-    /// The additive attention mask `[B|1, 1, T, S]` (0 or a very negative number), or `None`
-    /// when no position needs masking.
-    fn mask(
-        &self,
-        b: usize,
-        t: usize,
-        offset: usize,
-        pad: Option<&Tensor>,
-        segments: Option<&[Vec<usize>]>,
-    ) -> Result<Option<Tensor>> {
-        let s = offset + t;
-        let window = self.cfg.sliding_window.filter(|&w| w < s);
-        if t == 1 && window.is_none() && pad.is_none() && segments.is_none() {
-            return Ok(None);
-        }
-        let pad_rows: Option<Vec<Vec<u32>>> = match pad {
-            Some(p) => {
-                let (pb, ps) = p.dims2()?;
-                if pb != b || ps != s {
-                    return Err(Error::Generation(format!(
-                        "attention mask is [{pb}, {ps}], expected [{b}, {s}] (batch × cached+new positions)"
-                    )));
-                }
-                Some(p.to_dtype(DType::U32)?.to_vec2::<u32>()?)
-            }
-            None => None,
-        };
-        // Sequence number of every position, per row (packed rows only).
-        let seg_ids: Option<Vec<Vec<usize>>> = segments.map(|rows| {
-            rows.iter()
-                .map(|lens| {
-                    lens.iter()
-                        .enumerate()
-                        .flat_map(|(i, &n)| std::iter::repeat_n(i, n))
-                        .collect()
-                })
-                .collect()
-        });
-        let rows = if pad_rows.is_some() || seg_ids.is_some() {
-            b
-        } else {
-            1
-        };
-        let neg = f32::MIN;
-        let mut m = vec![0f32; rows * t * s];
-        for r in 0..rows {
-            for i in 0..t {
-                let q = offset + i;
-                for k in 0..s {
-                    let masked = k > q
-                        || window.is_some_and(|w| q - k.min(q) >= w)
-                        || pad_rows.as_ref().is_some_and(|p| p[r][k] == 0)
-                        || seg_ids.as_ref().is_some_and(|g| g[r][k] != g[r][q]);
-                    if masked {
-                        m[(r * t + i) * s + k] = neg;
-                    }
-                }
-            }
-        }
-        Ok(Some(Tensor::from_vec(m, (rows, 1, t, s), &self.device)?))
     }
 
     /// Every linear layer, in layer order.
