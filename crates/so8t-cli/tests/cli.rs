@@ -1,44 +1,11 @@
 //! The `so8t` binary end to end: init, info, logits, init-gates, generate, bake, quickstart,
 //! errors and `--help` on every command.
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
+mod common;
 
-use assert_cmd::Command;
+use std::path::Path;
 
-fn so8t(args: &[&str]) -> Output {
-    Command::cargo_bin("so8t")
-        .unwrap()
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = so8t(args);
-    assert!(
-        o.status.success(),
-        "so8t {args:?} failed:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
-
-fn fails(args: &[&str]) -> String {
-    let o = so8t(args);
-    assert_eq!(o.status.code(), Some(2), "so8t {args:?} should fail with 2");
-    String::from_utf8(o.stderr).unwrap()
-}
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures")
-        .join(name)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use common::{fails, fixture, ok, s, so8t};
 
 #[test]
 fn init_is_deterministic_and_seeded() {

@@ -4,38 +4,17 @@
 #[path = "../../so8t-model/tests/common/fake_hub.rs"]
 mod fake_hub;
 
+mod common;
+
 use std::path::Path;
-use std::process::Output;
 
 use assert_cmd::Command;
+use common::{fails, s, so8t};
 use serde_json::Value;
 
-fn so8t(args: &[&str]) -> Output {
-    Command::cargo_bin("so8t")
-        .unwrap()
-        .args(args)
-        .output()
-        .unwrap()
-}
-
+/// Runs `so8t ARGS`, asserts success, parses stdout as JSON (Null if it is not).
 fn ok(args: &[&str]) -> Value {
-    let o = so8t(args);
-    assert!(
-        o.status.success(),
-        "so8t {args:?} failed:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout).unwrap_or(Value::Null)
-}
-
-fn fails(args: &[&str]) -> String {
-    let o = so8t(args);
-    assert_eq!(o.status.code(), Some(2), "so8t {args:?} should fail with 2");
-    String::from_utf8(o.stderr).unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+    serde_json::from_str(&common::ok(args)).unwrap_or(Value::Null)
 }
 
 fn jsonl(p: &Path) -> Vec<Value> {

@@ -2,32 +2,11 @@
 //! `--auto-resume` gives the same losses and final weights as an uninterrupted run; `status`,
 //! `final/` and config errors.
 
+mod common;
+
 use std::path::Path;
-use std::process::Output;
 
-use assert_cmd::Command;
-
-fn so8t(args: &[&str]) -> Output {
-    Command::cargo_bin("so8t")
-        .unwrap()
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = so8t(args);
-    assert!(
-        o.status.success(),
-        "so8t {args:?} failed:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use common::{fails, ok, s, so8t};
 
 const CONFIG: &str = "model: builtin:tiny
 data:
@@ -62,6 +41,28 @@ fn losses(run: &Path) -> Vec<(u64, String)> {
             (v["step"].as_u64().unwrap(), v["loss"].to_string())
         })
         .collect()
+}
+
+/// Lines in a run's metrics.jsonl (0 before it exists).
+fn steps_logged(run: &Path) -> usize {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .map(|m| m.lines().count())
+        .unwrap_or(0)
+}
+
+/// Asserts that two runs logged the same losses and wrote byte-identical gates and adapter.
+fn assert_same_run(a: &Path, b: &Path, after: &str) {
+    assert_eq!(losses(a), losses(b), "loss sequences differ {after}");
+    for f in [
+        "final/gates.safetensors",
+        "final/adapter/adapter_model.safetensors",
+    ] {
+        assert_eq!(
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+            "{f} differs {after}"
+        );
+    }
 }
 
 #[test]
@@ -99,17 +100,7 @@ fn stopped_and_resumed_run_equals_an_uninterrupted_one() {
         "--auto-resume",
     ]);
     assert_eq!(losses(&a).len(), 6);
-    assert_eq!(losses(&a), losses(&b), "loss sequences differ");
-    for f in [
-        "final/gates.safetensors",
-        "final/adapter/adapter_model.safetensors",
-    ] {
-        assert_eq!(
-            std::fs::read(a.join(f)).unwrap(),
-            std::fs::read(b.join(f)).unwrap(),
-            "{f} differs"
-        );
-    }
+    assert_same_run(&a, &b, "after a stop and a resume");
     assert!(a.join("final/README.md").exists() && a.join("final/config.yaml").exists());
     let status = ok(&["train", "status", s(&a)]);
     assert!(status.contains("\"completed\""), "{status}");
@@ -120,15 +111,8 @@ fn config_errors_name_the_key() {
     let t = tempfile::tempdir().unwrap();
     let cfg = t.path().join("bad.yaml");
     std::fs::write(&cfg, "model: builtin:tiny\ntraining:\n  batch_sise: 2\n").unwrap();
-    let o = so8t(&[
-        "train",
-        "--config",
-        s(&cfg),
-        "--run-dir",
-        s(&t.path().join("r")),
-    ]);
-    assert_eq!(o.status.code(), Some(2));
-    let e = String::from_utf8_lossy(&o.stderr);
+    let r = t.path().join("r");
+    let e = fails(&["train", "--config", s(&cfg), "--run-dir", s(&r)]);
     assert!(
         e.contains("batch_sise") && e.contains("batch_size") && e.contains("bad.yaml"),
         "{e}"
@@ -138,14 +122,8 @@ fn config_errors_name_the_key() {
         "model: /nonexistent\ndata:\n  train: builtin:sample\n",
     )
     .unwrap();
-    let o = so8t(&[
-        "train",
-        "--config",
-        s(&cfg),
-        "--run-dir",
-        s(&t.path().join("r2")),
-    ]);
-    let e = String::from_utf8_lossy(&o.stderr);
+    let r2 = t.path().join("r2");
+    let e = fails(&["train", "--config", s(&cfg), "--run-dir", s(&r2)]);
     assert!(
         e.contains("/nonexistent") && e.contains("not a model folder"),
         "{e}"
@@ -178,15 +156,10 @@ fn sigkill_at_random_moments_then_resume_is_bit_identical() {
         "1",
     ]);
     let bin = assert_cmd::cargo::cargo_bin("so8t");
-    let steps_logged = || {
-        std::fs::read_to_string(b.join("metrics.jsonl"))
-            .map(|m| m.lines().count())
-            .unwrap_or(0)
-    };
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     let mut kills = 0;
     for _ in 0..40 {
-        let before = steps_logged();
+        let before = steps_logged(&b);
         let mut child = std::process::Command::new(&bin)
             .args([
                 "train",
@@ -203,7 +176,7 @@ fn sigkill_at_random_moments_then_resume_is_bit_identical() {
         // Let it make at least one new step, then kill at a random moment of the next ones
         // (checkpoints are written after every step, so some kills land inside one).
         let start = std::time::Instant::now();
-        while steps_logged() <= before && child.try_wait().unwrap().is_none() {
+        while steps_logged(&b) <= before && child.try_wait().unwrap().is_none() {
             assert!(start.elapsed().as_secs() < 120, "no progress");
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
@@ -238,21 +211,7 @@ fn sigkill_at_random_moments_then_resume_is_bit_identical() {
         s(&b),
         "--auto-resume",
     ]);
-    assert_eq!(
-        losses(&a),
-        losses(&b),
-        "loss sequences differ after {kills} kills"
-    );
-    for f in [
-        "final/gates.safetensors",
-        "final/adapter/adapter_model.safetensors",
-    ] {
-        assert_eq!(
-            std::fs::read(a.join(f)).unwrap(),
-            std::fs::read(b.join(f)).unwrap(),
-            "{f} differs after {kills} kills"
-        );
-    }
+    assert_same_run(&a, &b, &format!("after {kills} kills"));
 }
 
 /// SIGTERM: the run stops at the next step with an emergency checkpoint, marks itself
@@ -274,11 +233,7 @@ fn sigterm_writes_an_emergency_checkpoint_that_resumes() {
         .spawn()
         .unwrap();
     let start = std::time::Instant::now();
-    while std::fs::read_to_string(b.join("metrics.jsonl"))
-        .map(|m| m.lines().count())
-        .unwrap_or(0)
-        < 2
-    {
+    while steps_logged(&b) < 2 {
         assert!(start.elapsed().as_secs() < 120, "training did not start");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }

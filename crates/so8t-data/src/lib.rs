@@ -18,5 +18,9 @@ pub mod think;
 pub mod tokenize;
 
 pub use error::{Error, Result};
+
+/// The bundled four-class sample (`examples/data/sample_four_class.jsonl`, 440 records, EN/JA),
+/// used by the quickstart and `builtin:sample` training data.
+pub const SAMPLE_FOUR_CLASS: &str = include_str!("../../../examples/data/sample_four_class.jsonl");
 pub use label::Label;
 pub use record::{FieldMap, Lang, Record};

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use so8t_model::{ChatTemplate, Message, TextTokenizer};
+use so8t_model::{ChatTemplate, Message, TextTokenizer, PHI35_TEMPLATE};
 
 use crate::error::{Error, Result};
 
@@ -113,6 +113,24 @@ pub fn encode_chat(
         class_line_tokens,
         assistant_start: start,
     })
+}
+
+/// The template to train a model with: its tokenizer's own, else Phi-3.5's with the tokenizer's
+/// BOS/EOS (EOS `<|endoftext|>` if it declares none).
+pub fn training_template(tok: &TextTokenizer) -> Result<ChatTemplate> {
+    let (source, bos, eos) = match &tok.chat_template {
+        Some(t) => (
+            t.source.as_str(),
+            t.bos_token.as_str(),
+            t.eos_token.as_str(),
+        ),
+        None => (
+            PHI35_TEMPLATE,
+            tok.bos_token.as_deref().unwrap_or(""),
+            tok.eos_token.as_deref().unwrap_or("<|endoftext|>"),
+        ),
+    };
+    ChatTemplate::new(source, bos, eos).map_err(|e| Error::Config(format!("chat template: {e}")))
 }
 
 /// What `data tokenize` reads and writes.
@@ -389,18 +407,19 @@ pub fn pack_best_fit(order: &[u32], len: impl Fn(u32) -> usize, capacity: usize)
     let mut room: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for &i in order {
         let n = len(i).min(capacity);
-        let found = room
+        // The tightest bin that still fits (lists in `room` are never left empty).
+        let tightest = room
             .range_mut(n..)
             .next()
-            .map(|(&r, v)| (r, v.pop().unwrap_or(usize::MAX)));
-        let (bin, left) = match found {
-            Some((r, b)) if b != usize::MAX => {
-                if room.get(&r).is_some_and(|v| v.is_empty()) {
+            .and_then(|(&r, v)| Some((r, v.pop()?)));
+        let (bin, left) = match tightest {
+            Some((r, b)) => {
+                if room.get(&r).is_some_and(Vec::is_empty) {
                     room.remove(&r);
                 }
                 (b, r - n)
             }
-            _ => {
+            None => {
                 bins.push(Vec::new());
                 (bins.len() - 1, capacity - n)
             }

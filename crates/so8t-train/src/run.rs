@@ -12,8 +12,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use candle_core::{DType, Device};
 use serde::{Deserialize, Serialize};
-use so8t_data::tokenize::{tokenize, Example, TokenizeOptions};
-use so8t_model::{ChatTemplate, Model, TextTokenizer, PHI35_TEMPLATE};
+use so8t_data::tokenize::{tokenize, training_template, Example, TokenizeOptions};
+use so8t_model::{Model, TextTokenizer};
 
 use crate::batch::make_batch;
 use crate::checkpoint::{self, CheckpointKind, TrainState};
@@ -75,9 +75,6 @@ fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
     Ok(())
 }
 
-/// The bundled four-class sample (`examples/data/sample_four_class.jsonl`).
-const SAMPLE: &str = include_str!("../../../examples/data/sample_four_class.jsonl");
-
 /// Resolves `model: builtin:tiny` (the embedded tiny Phi-3, made in `run_dir/model`) and
 /// `data.train: builtin:sample` (the bundled sample through `data collect` + `data think`, tags
 /// format, in `run_dir/data/`).
@@ -109,7 +106,7 @@ pub fn prepare_builtins(cfg: &mut TrainConfig, run_dir: &Path) -> Result<()> {
         let chats = data.join("think_sample.jsonl");
         if !chats.exists() {
             let sample = data.join("sample_four_class.jsonl");
-            so8t_model::io::write_string_atomic(&sample, SAMPLE)?;
+            so8t_model::io::write_string_atomic(&sample, so8t_data::SAMPLE_FOUR_CLASS)?;
             let records = data.join("records.jsonl");
             so8t_data::collect::collect(&so8t_data::collect::CollectOptions::new(
                 vec![sample],
@@ -143,19 +140,8 @@ fn load_rows(cfg: &TrainConfig, run_dir: &Path) -> Result<Vec<Example>> {
             ));
         }
         let tok = TextTokenizer::from_dir(&cfg.model)?;
-        let phi35;
-        let template = match &tok.chat_template {
-            Some(t) => t,
-            None => {
-                phi35 = ChatTemplate::new(
-                    PHI35_TEMPLATE,
-                    tok.bos_token.as_deref().unwrap_or(""),
-                    tok.eos_token.as_deref().unwrap_or("<|endoftext|>"),
-                )?;
-                &phi35
-            }
-        };
-        tokenize(
+        let template = training_template(&tok)?;
+        let stats = tokenize(
             &TokenizeOptions {
                 inputs: vec![cfg.data.train.clone()],
                 output: out.clone(),
@@ -167,8 +153,23 @@ fn load_rows(cfg: &TrainConfig, run_dir: &Path) -> Result<Vec<Example>> {
                 progress: None,
             },
             &tok,
-            template,
+            &template,
         )?;
+        tracing::info!(
+            "tokenized {} chats into {} rows ({} truncated)",
+            stats.chats,
+            stats.rows,
+            stats.truncated
+        );
+        let dropped = stats.class_line_cut_dropped + stats.no_labels_dropped;
+        if dropped > 0 {
+            tracing::warn!(
+                "{dropped} chats dropped: {} whose 分類: line did not fit in data.max_seq_len = {}, {} with no trained token left",
+                stats.class_line_cut_dropped,
+                cfg.data.max_seq_len,
+                stats.no_labels_dropped
+            );
+        }
     }
     let text = std::fs::read_to_string(&out)
         .map_err(|e| Error::invalid("data", format!("{}: {e}", out.display())))?;

@@ -1,55 +1,30 @@
 //! Checkpoints on the embedded tiny model: a restored run continues bit-identically, damaged
 //! checkpoints are passed over, leftovers are ignored, rolling retention, shape checks.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
 use candle_core::{DType, Device};
-use so8t_data::tokenize::Example;
-use so8t_model::init::{init_model, InitOptions, Preset};
+use common::{pattern_batch, step_config, tiny_model};
 use so8t_model::io::tensor_bytes;
 use so8t_model::lora::LoraConfig;
-use so8t_model::{Arch, Model};
-use so8t_train::batch::{make_batch, Batch};
+use so8t_model::Model;
+use so8t_train::batch::Batch;
 use so8t_train::checkpoint::{latest_valid, restore, save, CheckpointKind, TrainState};
-use so8t_train::optim::{AdamWConfig, LrDecay};
-use so8t_train::step::{GateConfig, StepConfig, Trainer};
-use so8t_train::{AlphaSchedule, PetSchedule};
+use so8t_train::optim::LrDecay;
+use so8t_train::step::{StepConfig, Trainer};
 
+/// The shared config with a schedule that depends on the restored step: cosine decay, one
+/// warm-up step, weight decay.
 fn config(total: u64) -> StepConfig {
-    StepConfig {
-        gates: GateConfig::default(),
-        alpha: AlphaSchedule::default(),
-        pet: Some(PetSchedule::default()),
-        lora: Some(LoraConfig::new(8, 16.0, &["qkv_proj", "o_proj"])),
-        optim: AdamWConfig {
-            lr: 1e-2,
-            weight_decay: 0.01,
-            ..Default::default()
-        },
-        lr_decay: LrDecay::Cosine,
-        warmup_steps: 1,
-        grad_clip: Some(1.0),
-        total_steps: total,
-        seed: 7,
-    }
-}
-
-fn tiny_model(dir: &Path) -> std::path::PathBuf {
-    let model = dir.join("tiny");
-    init_model(
-        &InitOptions {
-            arch: Arch::Phi3,
-            preset: Preset::Tiny,
-            seed: 3,
-            tokenizer_corpus: vec![],
-            dtype: None,
-        },
-        &model,
-    )
-    .unwrap();
-    model
+    let mut c = step_config(total);
+    c.optim.weight_decay = 0.01;
+    c.lr_decay = LrDecay::Cosine;
+    c.warmup_steps = 1;
+    c
 }
 
 fn trainer(model_dir: &Path, cfg: StepConfig) -> Trainer {
@@ -59,22 +34,7 @@ fn trainer(model_dir: &Path, cfg: StepConfig) -> Trainer {
 
 /// Two rows of a repeating pattern, one padded.
 fn batch() -> Batch {
-    let ids: Vec<u32> = (0..40).map(|i| 40 + (i % 6) * 7).collect();
-    let rows = [
-        Example {
-            labels: ids.iter().map(|&x| x as i64).collect(),
-            seq_lens: vec![40],
-            ids: vec!["a".into()],
-            input_ids: ids.clone(),
-        },
-        Example {
-            labels: ids[..25].iter().map(|&x| x as i64).collect(),
-            seq_lens: vec![25],
-            ids: vec!["b".into()],
-            input_ids: ids[..25].to_vec(),
-        },
-    ];
-    make_batch(&rows, &Device::Cpu).unwrap()
+    pattern_batch(40, 25)
 }
 
 fn state(step: u64, kind: CheckpointKind, losses: &[f64]) -> TrainState {

@@ -1,19 +1,20 @@
 //! Training steps on the embedded tiny model with the bundled sample: the loss falls, the
 //! trainable state moves, and a packed batch gives the same loss as the padded one.
 
+mod common;
+
 use std::path::Path;
 
 use candle_core::{DType, Device};
 use so8t_data::collect::{collect, CollectOptions};
 use so8t_data::think::{think, Renderer, ThinkFormat, ThinkOptions};
 use so8t_data::tokenize::{tokenize, Example, TokenizeOptions};
-use so8t_model::init::{init_model, InitOptions, Preset};
 use so8t_model::lora::LoraConfig;
-use so8t_model::{Arch, Model, TextTokenizer};
+use so8t_model::{Model, TextTokenizer};
 use so8t_train::batch::make_batch;
-use so8t_train::optim::{AdamWConfig, LrDecay};
-use so8t_train::step::{GateConfig, StepConfig, Trainer};
-use so8t_train::{AlphaSchedule, PetSchedule};
+use so8t_train::step::Trainer;
+
+use common::{pattern_batch, step_config, tiny_model};
 
 /// Tiny model + tokenized sample chats (unpacked and packed).
 fn setup(dir: &Path) -> (std::path::PathBuf, Vec<Example>, Vec<Example>) {
@@ -62,45 +63,11 @@ fn setup(dir: &Path) -> (std::path::PathBuf, Vec<Example>, Vec<Example>) {
     (model, run(false, "plain.jsonl"), run(true, "packed.jsonl"))
 }
 
-fn config(total: u64) -> StepConfig {
-    StepConfig {
-        gates: GateConfig::default(),
-        alpha: AlphaSchedule::default(),
-        pet: Some(PetSchedule::default()),
-        lora: Some(LoraConfig::new(8, 16.0, &["qkv_proj", "o_proj"])),
-        optim: AdamWConfig {
-            lr: 1e-2,
-            ..Default::default()
-        },
-        lr_decay: LrDecay::Constant,
-        warmup_steps: 0,
-        grad_clip: Some(1.0),
-        total_steps: total,
-        seed: 7,
-    }
-}
-
-fn tiny_model(dir: &Path) -> std::path::PathBuf {
-    let model = dir.join("tiny");
-    init_model(
-        &InitOptions {
-            arch: Arch::Phi3,
-            preset: Preset::Tiny,
-            seed: 3,
-            tokenizer_corpus: vec![],
-            dtype: None,
-        },
-        &model,
-    )
-    .unwrap();
-    model
-}
-
 #[test]
 fn loss_falls_and_state_moves() {
     let dir = tempfile::tempdir().unwrap();
     let model = Model::load(&tiny_model(dir.path()), DType::F32, &Device::Cpu).unwrap();
-    let mut cfg = config(20);
+    let mut cfg = step_config(20);
     cfg.lora = Some(LoraConfig::new(
         8,
         16.0,
@@ -112,22 +79,7 @@ fn loss_falls_and_state_moves() {
         .to_vec2::<f32>()
         .unwrap();
     // A short repeating pattern (a bigram table). Two rows, one padded.
-    let ids: Vec<u32> = (0..48).map(|i| 40 + (i % 6) * 7).collect();
-    let rows = [
-        Example {
-            labels: ids.iter().map(|&x| x as i64).collect(),
-            seq_lens: vec![48],
-            ids: vec!["a".into()],
-            input_ids: ids.clone(),
-        },
-        Example {
-            labels: ids[..30].iter().map(|&x| x as i64).collect(),
-            seq_lens: vec![30],
-            ids: vec!["b".into()],
-            input_ids: ids[..30].to_vec(),
-        },
-    ];
-    let batch = make_batch(&rows, &Device::Cpu).unwrap();
+    let batch = pattern_batch(48, 30);
     let mut ces = Vec::new();
     for _ in 0..20 {
         let m = tr.step(std::slice::from_ref(&batch)).unwrap();
@@ -174,7 +126,7 @@ fn packed_batches_give_the_padded_loss() {
         .map(|id| plain.iter().find(|p| &p.ids[0] == id).unwrap().clone())
         .collect();
     let model = Model::load(&model_dir, DType::F32, &Device::Cpu).unwrap();
-    let tr = Trainer::new(model, config(10)).unwrap();
+    let tr = Trainer::new(model, step_config(10)).unwrap();
     let padded = make_batch(&parts, &Device::Cpu).unwrap();
     let packed_b = make_batch(std::slice::from_ref(row), &Device::Cpu).unwrap();
     assert_eq!(padded.targets, packed_b.targets);

@@ -48,9 +48,10 @@ pub fn run(a: PullArgs) -> Result<()> {
     };
     let r = pull(&opts, &a.out).with_context(|| format!("pulling {}", a.repo_id))?;
     eprintln!(
-        "pulled {} files ({:.1} MB) into {}",
+        "pulled {} files ({:.1} MB, commit {}) into {}",
         r.files.len(),
         r.bytes as f64 / 1e6,
+        r.commit,
         a.out.display()
     );
     Ok(())

@@ -13,7 +13,7 @@ use candle_core::{DType, Device, Tensor};
 use so8t_data::collect::{collect, CollectOptions};
 use so8t_data::split::{split, SplitOptions};
 use so8t_data::think::{think, Renderer, ThinkFormat, ThinkOptions};
-use so8t_data::tokenize::{tokenize, TokenizeOptions};
+use so8t_data::tokenize::{tokenize, training_template, TokenizeOptions};
 use so8t_model::bake::{bake, BakeOptions};
 use so8t_model::generate::{generate, GenerateRequest, SamplingParams};
 use so8t_model::init::{init_model, InitOptions, Preset};
@@ -31,9 +31,6 @@ pub struct QuickstartArgs {
     pub seed: u64,
 }
 
-/// The bundled sample dataset (`examples/data/sample_four_class.jsonl`).
-const SAMPLE: &str = include_str!("../../../../examples/data/sample_four_class.jsonl");
-
 fn step(n: usize, what: &str) {
     eprintln!("\n== [{n}/8] {what}");
 }
@@ -43,7 +40,7 @@ fn data_steps(out: &Path, model_dir: &Path) -> Result<()> {
     let data = out.join("data");
     std::fs::create_dir_all(&data)?;
     let sample = data.join("sample_four_class.jsonl");
-    so8t_model::io::write_string_atomic(&sample, SAMPLE)?;
+    so8t_model::io::write_string_atomic(&sample, so8t_data::SAMPLE_FOUR_CLASS)?;
     step(
         2,
         "data collect + split: the bundled four-class sample (PII scrubbed, duplicates dropped)",
@@ -95,10 +92,7 @@ fn data_steps(out: &Path, model_dir: &Path) -> Result<()> {
         "data tokenize: assistant-only labels, packed rows of 4096 tokens",
     );
     let tok = TextTokenizer::from_dir(model_dir)?;
-    let template = tok
-        .chat_template
-        .as_ref()
-        .ok_or_else(|| anyhow::anyhow!("the tiny model has no chat template"))?;
+    let template = training_template(&tok)?;
     let k = tokenize(
         &TokenizeOptions {
             inputs: vec![chats],
@@ -111,7 +105,7 @@ fn data_steps(out: &Path, model_dir: &Path) -> Result<()> {
             progress: None,
         },
         &tok,
-        template,
+        &template,
     )?;
     eprintln!(
         "   {} examples in {} rows, {} tokens ({} trained), fill {:.1} %",

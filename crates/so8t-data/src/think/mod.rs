@@ -88,8 +88,11 @@ pub struct Parsed {
 
 /// The thinking text of a record in a format (no headings or final answer).
 pub fn thinking_text(rec: &Record, format: ThinkFormat) -> String {
-    let f = facts::Facts::of(rec);
-    let parts = phrases::thinking(&f);
+    thinking_of(&facts::Facts::of(rec), format)
+}
+
+fn thinking_of(f: &facts::Facts, format: ThinkFormat) -> String {
+    let parts = phrases::thinking(f);
     match format {
         ThinkFormat::Steps => parts
             .iter()
@@ -112,9 +115,12 @@ pub fn thinking_text(rec: &Record, format: ThinkFormat) -> String {
 /// The final answer: the `分類:` line, then the record's own answer (ALLOW with one, and any class
 /// whose record carries an answer) or the class's template answer in the record's language.
 pub fn final_answer(rec: &Record) -> String {
-    let f = facts::Facts::of(rec);
+    final_of(rec, &facts::Facts::of(rec))
+}
+
+fn final_of(rec: &Record, f: &facts::Facts) -> String {
     let body = if rec.output.trim().is_empty() {
-        phrases::default_answer(&f)
+        phrases::default_answer(f)
     } else {
         rec.output.trim().to_string()
     };
@@ -123,8 +129,9 @@ pub fn final_answer(rec: &Record) -> String {
 
 /// The whole assistant message of a record.
 pub fn assistant_text(rec: &Record, format: ThinkFormat) -> String {
-    let thinking = thinking_text(rec, format);
-    let answer = final_answer(rec);
+    let f = facts::Facts::of(rec);
+    let thinking = thinking_of(&f, format);
+    let answer = final_of(rec, &f);
     match format {
         ThinkFormat::Steps => format!("{STEPS_HEADING}\n{thinking}\n\n{ANSWER_HEADING}\n{answer}"),
         ThinkFormat::Tags => format!("{thinking}<final>{answer}</final>"),

@@ -1,31 +1,72 @@
 //! Shared helpers for the trainer's integration tests.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use candle_core::Device;
 use serde_json::Value;
+use so8t_data::tokenize::Example;
+use so8t_model::init::{init_model, InitOptions, Preset};
+use so8t_model::lora::LoraConfig;
+use so8t_model::Arch;
+use so8t_train::batch::{make_batch, Batch};
+use so8t_train::optim::{AdamWConfig, LrDecay};
+use so8t_train::step::{GateConfig, StepConfig};
+use so8t_train::{AlphaSchedule, PetSchedule};
 
-/// `../shared/fixtures/NAME` (or `$SO8T_FIXTURES/NAME`); fails loudly when absent.
-pub fn fixture(name: &str) -> PathBuf {
-    let base = std::env::var_os("SO8T_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
-        });
-    let p = base.join(name);
-    assert!(
-        p.join("config.json").exists(),
-        "fixture {} not found: run the tests with ../shared beside the repo or set SO8T_FIXTURES",
-        p.display()
-    );
-    p
+#[path = "../../../so8t-model/tests/common/mod.rs"]
+mod model_common;
+
+pub use model_common::{fixture, reference};
+
+/// The embedded tiny Phi-3 (seed 3) in `dir/tiny`.
+pub fn tiny_model(dir: &Path) -> PathBuf {
+    let model = dir.join("tiny");
+    init_model(
+        &InitOptions {
+            arch: Arch::Phi3,
+            preset: Preset::Tiny,
+            seed: 3,
+            tokenizer_corpus: vec![],
+            dtype: None,
+        },
+        &model,
+    )
+    .unwrap();
+    model
 }
 
-/// The parsed `reference.json` of a fixture.
-pub fn reference(name: &str) -> Value {
-    let text =
-        std::fs::read_to_string(fixture(name).join("reference.json")).expect("reference.json");
-    serde_json::from_str(&text).expect("reference.json parses")
+/// Gates on all layers, default α and PET, LoRA r 8 on qkv/o, AdamW lr 1e-2 at a constant
+/// rate, clip 1, seed 7, over `total` steps.
+pub fn step_config(total: u64) -> StepConfig {
+    StepConfig {
+        gates: GateConfig::default(),
+        alpha: AlphaSchedule::default(),
+        pet: Some(PetSchedule::default()),
+        lora: Some(LoraConfig::new(8, 16.0, &["qkv_proj", "o_proj"])),
+        optim: AdamWConfig {
+            lr: 1e-2,
+            ..Default::default()
+        },
+        lr_decay: LrDecay::Constant,
+        warmup_steps: 0,
+        grad_clip: Some(1.0),
+        total_steps: total,
+        seed: 7,
+    }
+}
+
+/// Two rows of a repeating pattern (a bigram table): `len` tokens, and its first `short`
+/// tokens (padded).
+pub fn pattern_batch(len: usize, short: usize) -> Batch {
+    let ids: Vec<u32> = (0..len as u32).map(|i| 40 + (i % 6) * 7).collect();
+    let row = |n: usize, id: &str| Example {
+        labels: ids[..n].iter().map(|&x| x as i64).collect(),
+        seq_lens: vec![n],
+        ids: vec![id.into()],
+        input_ids: ids[..n].to_vec(),
+    };
+    make_batch(&[row(len, "a"), row(short, "b")], &Device::Cpu).unwrap()
 }
 
 /// A JSON array of numbers as f64.

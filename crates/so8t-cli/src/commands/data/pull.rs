@@ -2,8 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
-use so8t_model::hub::{pull, PullOptions, RepoKind};
+use anyhow::Result;
 
 /// `data pull`.
 #[derive(clap::Args)]
@@ -27,25 +26,15 @@ pub struct DataPullArgs {
     pub cache_dir: Option<PathBuf>,
 }
 
-/// Runs `data pull`.
+/// Runs `data pull`: `so8t pull --dataset` with these arguments.
 pub fn run(a: DataPullArgs) -> Result<()> {
-    let opts = PullOptions {
-        repo_id: a.repo_id.clone(),
-        repo_type: RepoKind::Dataset,
+    crate::commands::pull::run(crate::commands::pull::PullArgs {
+        repo_id: a.repo_id,
+        out: a.out,
         revision: a.revision,
+        dataset: true,
+        include: a.include,
         endpoint: a.endpoint,
         cache_dir: a.cache_dir,
-        token: std::env::var("HF_TOKEN").ok(),
-        include: a.include,
-        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
-    };
-    let r = pull(&opts, &a.out).with_context(|| format!("pulling dataset {}", a.repo_id))?;
-    eprintln!(
-        "pulled {} files ({:.1} MB, commit {}) into {}",
-        r.files.len(),
-        r.bytes as f64 / 1e6,
-        r.commit,
-        a.out.display()
-    );
-    Ok(())
+    })
 }

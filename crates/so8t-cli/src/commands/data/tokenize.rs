@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use so8t_data::tokenize::{tokenize, TokenizeOptions};
-use so8t_model::{ChatTemplate, TextTokenizer, PHI35_TEMPLATE};
+use so8t_data::tokenize::{tokenize, training_template, TokenizeOptions};
+use so8t_model::TextTokenizer;
 
 /// `data tokenize`.
 #[derive(clap::Args)]
@@ -42,15 +42,7 @@ pub struct TokenizeArgs {
 pub fn run(a: TokenizeArgs) -> Result<()> {
     let tok = TextTokenizer::from_dir(&a.model)
         .with_context(|| format!("loading the tokenizer of {}", a.model.display()))?;
-    let phi35;
-    let template = match &tok.chat_template {
-        Some(t) => t,
-        None => {
-            let eos = tok.eos_token.as_deref().unwrap_or("<|endoftext|>");
-            phi35 = ChatTemplate::new(PHI35_TEMPLATE, tok.bos_token.as_deref().unwrap_or(""), eos)?;
-            &phi35
-        }
-    };
+    let template = training_template(&tok)?;
     let mut opts = TokenizeOptions {
         inputs: a.input,
         output: a.output.clone(),
@@ -63,7 +55,7 @@ pub fn run(a: TokenizeArgs) -> Result<()> {
     };
     let stats = super::with_progress("tokenize", |p| {
         opts.progress = Some(p);
-        tokenize(&opts, &tok, template)
+        tokenize(&opts, &tok, &template)
     })
     .with_context(|| format!("writing examples to {}", a.output.display()))?;
     println!("{}", serde_json::to_string_pretty(&stats)?);
