@@ -250,4 +250,22 @@ fn quickstart_runs() {
         err.contains("same 16 tokens") && err.contains("quickstart done"),
         "{err}"
     );
+    // The training step ran to completion in its run folder, and the loss fell.
+    let run = t.path().join("qs/run");
+    let status = ok(&["train", "status", "--json", s(&run)]);
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(v["session"]["status"], "completed", "{status}");
+    assert_eq!(v["session"]["step"], 30, "{status}");
+    let losses: Vec<f64> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["ce"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    let head: f64 = losses[..5].iter().sum::<f64>() / 5.0;
+    let tail: f64 = losses[losses.len() - 5..].iter().sum::<f64>() / 5.0;
+    assert!(tail < head, "loss did not fall: {head} -> {tail}");
 }

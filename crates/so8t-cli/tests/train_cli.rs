@@ -50,9 +50,37 @@ fn steps_logged(run: &Path) -> usize {
         .unwrap_or(0)
 }
 
-/// Asserts that two runs logged the same losses and wrote byte-identical gates and adapter.
+/// The run database's per-step record, without the wall-clock parts (time, tokens/s, load).
+fn db_steps(run: &Path) -> Vec<String> {
+    let db = so8t_store::Store::open_read_only(run).unwrap();
+    db.metrics(0, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|m| {
+            format!(
+                "{} {} {} {} {} {} {} {} {:?} {}",
+                m.step,
+                m.loss,
+                m.ce,
+                m.pet,
+                m.orth,
+                m.alpha,
+                m.pet_lambda,
+                m.lr,
+                m.loss_smooth,
+                m.in_transition
+            )
+        })
+        .collect()
+}
+
+/// Asserts that two runs logged the same losses (in `metrics.jsonl` and `run.db`) and wrote
+/// byte-identical gates and adapter.
 fn assert_same_run(a: &Path, b: &Path, after: &str) {
     assert_eq!(losses(a), losses(b), "loss sequences differ {after}");
+    let (da, dbb) = (db_steps(a), db_steps(b));
+    assert_eq!(da.len(), losses(a).len(), "one database row per step");
+    assert_eq!(da, dbb, "run databases differ {after}");
     for f in [
         "final/gates.safetensors",
         "final/adapter/adapter_model.safetensors",
@@ -82,11 +110,31 @@ fn stopped_and_resumed_run_equals_an_uninterrupted_one() {
         "--stop-after",
         "3",
     ]);
-    let status = ok(&["train", "status", s(&b)]);
+    let status = ok(&["train", "status", "--json", s(&b)]);
     assert!(
         status.contains("\"interrupted\"") && status.contains("\"step\": 3"),
         "{status}"
     );
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(v["last_metric"]["step"], 3, "{status}");
+    assert!(v["last_metric"]["system"]["rss_bytes"].as_u64().unwrap() > 1 << 20);
+    let kinds: Vec<&str> = v["checkpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "checkpoints/step-00000002-rolling",
+            "checkpoints/step-00000003-rolling"
+        ]
+    );
+    // An unfinished run has nothing to bake yet.
+    let baked = t.path().join("baked");
+    let e = fails(&["bake", "--run", s(&b), "--out", s(&baked)]);
+    assert!(e.contains("not a finished training run"), "{e}");
     // Without --auto-resume an existing run is not overwritten.
     let o = so8t(&["train", "--config", s(&cfg), "--run-dir", s(&b)]);
     assert_eq!(o.status.code(), Some(2));
@@ -103,7 +151,21 @@ fn stopped_and_resumed_run_equals_an_uninterrupted_one() {
     assert_same_run(&a, &b, "after a stop and a resume");
     assert!(a.join("final/README.md").exists() && a.join("final/config.yaml").exists());
     let status = ok(&["train", "status", s(&a)]);
-    assert!(status.contains("\"completed\""), "{status}");
+    assert!(status.contains("status       completed"), "{status}");
+    assert!(status.contains("step         6/6"), "{status}");
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&["train", "status", "--json", s(&b)])).unwrap();
+    assert_eq!(v["sessions"], 2);
+    assert_eq!(v["session"]["resumed_from_step"], 3);
+    assert_eq!(v["session"]["status"], "completed");
+    // The finished run bakes into a plain model whose logits equal the gated model's.
+    let out = ok(&["bake", "--run", s(&a), "--out", s(&baked)]);
+    assert_eq!(out.matches("check prompt").count(), 3, "{out}");
+    for line in out.lines() {
+        let d: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(d < 1e-3, "{line}");
+    }
+    assert!(baked.join("config.json").exists() && baked.join("model.safetensors").exists());
 }
 
 #[test]
@@ -251,7 +313,7 @@ fn sigterm_writes_an_emergency_checkpoint_that_resumes() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(names.iter().any(|n| n.ends_with("-emergency")), "{names:?}");
-    assert!(ok(&["train", "status", s(&b)]).contains("\"interrupted\""));
+    assert!(ok(&["train", "status", "--json", s(&b)]).contains("\"interrupted\""));
     ok(&[
         "train",
         "--config",
@@ -260,9 +322,111 @@ fn sigterm_writes_an_emergency_checkpoint_that_resumes() {
         s(&b),
         "--auto-resume",
     ]);
-    let status = ok(&["train", "status", s(&b)]);
+    let status = ok(&["train", "status", "--json", s(&b)]);
     assert!(
         status.contains("\"completed\"") && status.contains("\"step\": 20"),
         "{status}"
     );
+}
+
+/// A full disk while saving a checkpoint: a clear error naming the file, the previous checkpoint
+/// intact; with space again the run resumes from it and ends equal to an uninterrupted run. The
+/// disk is a small tmpfs mounted in a private mount namespace (`unshare`).
+#[test]
+fn a_full_disk_fails_clearly_and_keeps_the_previous_checkpoint() {
+    let t = tempfile::tempdir().unwrap();
+    let cfg = t.path().join("train.yaml");
+    std::fs::write(&cfg, CONFIG).unwrap();
+    let a = t.path().join("a");
+    ok(&["train", "--config", s(&cfg), "--run-dir", s(&a)]);
+    let b = t.path().join("b");
+    ok(&[
+        "train",
+        "--config",
+        s(&cfg),
+        "--run-dir",
+        s(&b),
+        "--stop-after",
+        "2",
+    ]);
+    let used: u64 = String::from_utf8(
+        std::process::Command::new("du")
+            .args(["-sb", s(&b)])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .split_whitespace()
+    .next()
+    .unwrap()
+    .parse()
+    .unwrap();
+    // Room for the copy and a little more, not for another checkpoint (about 200 KiB).
+    let size = used + 96 * 1024;
+    let mnt = t.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let back = t.path().join("back");
+    let bin = assert_cmd::cargo::cargo_bin("so8t");
+    let script = format!(
+        "set -u; mount -t tmpfs -o size={size} tmpfs '{m}' || exit 90; cp -a '{b}' '{m}/b' || exit 91; \
+         '{bin}' train --config '{cfg}' --run-dir '{m}/b' --auto-resume 2>'{m}/../err.txt'; rc=$?; \
+         cp -a '{m}/b' '{back}'; exit $rc",
+        m = mnt.display(),
+        b = b.display(),
+        bin = bin.display(),
+        cfg = cfg.display(),
+        back = back.display(),
+    );
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let ns = if root { "-m" } else { "-rm" };
+    let st = std::process::Command::new("unshare")
+        .args([ns, "sh", "-c", &script])
+        .status()
+        .unwrap();
+    assert_ne!(
+        st.code(),
+        Some(90),
+        "could not mount a tmpfs in a mount namespace"
+    );
+    assert_ne!(st.code(), Some(91), "the run did not fit the tmpfs");
+    let err = std::fs::read_to_string(t.path().join("err.txt")).unwrap();
+    assert_eq!(st.code(), Some(2), "{err}");
+    // Whichever write hit the full disk first (the run database or a checkpoint file), the
+    // error names the cause and the file.
+    assert!(
+        (err.contains("No space left on device") || err.contains("disk is full"))
+            && err.contains("/b/"),
+        "{err}"
+    );
+    // The checkpoint of step 2 survived intact; the failed save left nothing behind.
+    let names: Vec<String> = std::fs::read_dir(back.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().any(|n| n == "step-00000002-rolling"),
+        "{names:?}"
+    );
+    assert!(!names.iter().any(|n| n.starts_with(".tmp-")), "{names:?}");
+    // The session ended failed, or (when the database itself was full) reads as a dead process.
+    let status = ok(&["train", "status", "--json", s(&back)]);
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let st = v["session"]["status"].as_str().unwrap();
+    assert!(
+        st == "failed" || (st == "running" && v["stale"] == true),
+        "{status}"
+    );
+    ok(&[
+        "train",
+        "--config",
+        s(&cfg),
+        "--run-dir",
+        s(&back),
+        "--auto-resume",
+    ]);
+    assert_same_run(&a, &back, "after a full disk");
 }

@@ -121,7 +121,7 @@ fn tojson(value: Value, kwargs: Kwargs) -> std::result::Result<Value, minijinja:
 }
 
 /// Days since 1970-01-01 → (year, month, day), proleptic Gregorian.
-fn civil(days: i64) -> (i64, u32, u32) {
+pub fn civil(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

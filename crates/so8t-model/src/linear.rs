@@ -1,6 +1,15 @@
 //! A linear layer `y = x Wᵀ + b` with an optional LoRA adapter `+ s · (dropout(x) Aᵀ) Bᵀ`.
+//!
+//! The base weight W is either dense or held as llama.cpp Q8_0 blocks (see [`crate::quant`]):
+//! a quantized W is dequantized on the fly in each forward (and again in the backward pass),
+//! so only the 8-bit copy stays in memory. W is frozen either way: gradients flow to `x` and
+//! to the LoRA matrices, never to W.
 
-use candle_core::{DType, Tensor};
+use std::sync::Arc;
+
+use candle_core::backend::BackendStorage;
+use candle_core::quantized::QTensor;
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
 
 use crate::error::Result;
 
@@ -17,13 +26,94 @@ pub struct LoraAdapter {
     pub dropout: f32,
 }
 
+/// The frozen base weight [out, in] of a [`Linear`].
+#[derive(Clone)]
+pub enum LinearWeight {
+    /// A plain tensor in the model's dtype.
+    Dense(Tensor),
+    /// Q8_0 blocks (32 weights per block: an f16 scale and 32 i8), dequantized on use.
+    Q8_0 {
+        /// The quantized weight [out, in].
+        q: Arc<QTensor>,
+        /// The dtype the weight had before quantization (that of [`LinearWeight::to_dense`]).
+        dtype: DType,
+    },
+}
+
+impl std::fmt::Debug for LinearWeight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Dense(t) => f.debug_tuple("Dense").field(t).finish(),
+            Self::Q8_0 { q, dtype } => f
+                .debug_struct("Q8_0")
+                .field("shape", q.shape())
+                .field("dtype", dtype)
+                .finish(),
+        }
+    }
+}
+
+impl From<Tensor> for LinearWeight {
+    fn from(t: Tensor) -> Self {
+        Self::Dense(t)
+    }
+}
+
+impl LinearWeight {
+    /// `[out, in]`.
+    pub fn dims(&self) -> &[usize] {
+        match self {
+            Self::Dense(t) => t.dims(),
+            Self::Q8_0 { q, .. } => q.shape().dims(),
+        }
+    }
+
+    /// The dtype of the dense weight (for Q8_0: the dtype before quantization).
+    pub fn dtype(&self) -> DType {
+        match self {
+            Self::Dense(t) => t.dtype(),
+            Self::Q8_0 { dtype, .. } => *dtype,
+        }
+    }
+
+    /// True for a Q8_0 weight.
+    pub fn is_quantized(&self) -> bool {
+        matches!(self, Self::Q8_0 { .. })
+    }
+
+    /// The dense tensor, if the weight is not quantized.
+    pub fn as_dense(&self) -> Option<&Tensor> {
+        match self {
+            Self::Dense(t) => Some(t),
+            Self::Q8_0 { .. } => None,
+        }
+    }
+
+    /// The weight as a dense tensor: a clone (cheap) of a dense one, or a Q8_0 weight
+    /// dequantized into its original dtype (a new allocation of `out · in` values).
+    pub fn to_dense(&self) -> Result<Tensor> {
+        match self {
+            Self::Dense(t) => Ok(t.clone()),
+            Self::Q8_0 { q, dtype } => Ok(q.dequantize(&q.device())?.to_dtype(*dtype)?),
+        }
+    }
+
+    /// Bytes the weight occupies (Q8_0: 34 bytes per 32 weights).
+    pub fn storage_bytes(&self) -> usize {
+        match self {
+            Self::Dense(t) => t.elem_count() * t.dtype().size_in_bytes(),
+            Self::Q8_0 { q, .. } => q.storage_size_in_bytes(),
+        }
+    }
+}
+
 /// A linear projection of the model, named by its HF path (e.g. `model.layers.0.self_attn.o_proj`).
 #[derive(Debug, Clone)]
 pub struct Linear {
     /// HF module path without `.weight`.
     pub name: String,
-    /// Weight [out, in].
-    pub weight: Tensor,
+    /// Weight [out, in], dense or Q8_0.
+    pub weight: LinearWeight,
     /// Optional bias [out].
     pub bias: Option<Tensor>,
     /// Optional LoRA adapter.
@@ -46,10 +136,17 @@ impl Linear {
         let inp = *dims.last().unwrap_or(&0);
         let n = x.elem_count() / inp.max(1);
         let x2 = x.reshape((n, inp))?;
-        // The decode kernel declines inputs that take part in autograd.
-        let mut y = match crate::matvec::matvec(&x2, &self.weight)? {
-            Some(y) => y,
-            None => x2.matmul(&self.weight.t()?)?,
+        let mut y = match &self.weight {
+            LinearWeight::Dense(w) => dense_matmul(&x2, w)?,
+            // On a graph that needs gradients, a custom op keeps only the 8-bit weight alive
+            // until the backward pass (a plain matmul would keep the dequantized copy).
+            LinearWeight::Q8_0 { q, .. } if x2.track_op() && x2.device().is_cpu() => {
+                x2.contiguous()?.apply_op1(Q8MatMul(q.clone()))?
+            }
+            LinearWeight::Q8_0 { q, .. } => {
+                let w = q.dequantize(x2.device())?.to_dtype(x2.dtype())?;
+                dense_matmul(&x2, &w)?
+            }
         };
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
@@ -72,16 +169,76 @@ impl Linear {
         Ok(y.reshape(out)?)
     }
 
-    /// W + s·B·A computed in f32, cast back to the weight's dtype.
+    /// W + s·B·A computed in f32, cast back to the weight's dtype. A Q8_0 weight is
+    /// dequantized first, so the result is always dense (in the dtype W had before quantization).
     pub fn merged_weight(&self) -> Result<Tensor> {
         let Some(l) = &self.lora else {
-            return Ok(self.weight.clone());
+            return self.weight.to_dense();
         };
-        let w = self.weight.to_dtype(DType::F32)?;
+        let w = self.weight.to_dense()?.to_dtype(DType::F32)?;
         let delta =
             (l.b.to_dtype(DType::F32)?
                 .matmul(&l.a.to_dtype(DType::F32)?)?
                 * l.scale)?;
         Ok((w + delta)?.to_dtype(self.weight.dtype())?)
+    }
+}
+
+/// `x2 Wᵀ` for `x2` [n, in] and a dense W [out, in].
+fn dense_matmul(x2: &Tensor, w: &Tensor) -> Result<Tensor> {
+    // The decode kernel declines inputs that take part in autograd.
+    Ok(match crate::matvec::matvec(x2, w)? {
+        Some(y) => y,
+        None => x2.matmul(&w.t()?)?,
+    })
+}
+
+/// `x Wᵀ` for `x` [n, in] on the CPU with a Q8_0 W [out, in] that is dequantized in the forward
+/// and again in the backward pass, so the autograd graph holds only the quantized weight.
+/// The gradient goes to `x` alone (W is a constant).
+struct Q8MatMul(Arc<QTensor>);
+
+impl Q8MatMul {
+    /// W dequantized into `dtype` on the CPU.
+    fn weight(&self, dtype: DType) -> candle_core::Result<Tensor> {
+        self.0
+            .dequantize(&candle_core::Device::Cpu)?
+            .to_dtype(dtype)
+    }
+}
+
+impl CustomOp1 for Q8MatMul {
+    fn name(&self) -> &'static str {
+        "q8_0-matmul"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let cpu = candle_core::Device::Cpu;
+        let Some((a, b)) = l.contiguous_offsets() else {
+            candle_core::bail!("q8_0-matmul: the input must be contiguous")
+        };
+        let x = match s {
+            CpuStorage::F32(v) => Tensor::from_slice(&v[a..b], l.shape(), &cpu)?,
+            CpuStorage::F16(v) => Tensor::from_slice(&v[a..b], l.shape(), &cpu)?,
+            CpuStorage::BF16(v) => Tensor::from_slice(&v[a..b], l.shape(), &cpu)?,
+            CpuStorage::F64(v) => Tensor::from_slice(&v[a..b], l.shape(), &cpu)?,
+            _ => candle_core::bail!("q8_0-matmul: unsupported input dtype {:?}", s.dtype()),
+        };
+        let y = x.matmul(&self.weight(x.dtype())?.t()?)?;
+        let shape = y.shape().clone();
+        let y = y.flatten_all()?;
+        let out = match y.dtype() {
+            DType::F32 => CpuStorage::F32(y.to_vec1()?),
+            DType::F16 => CpuStorage::F16(y.to_vec1()?),
+            DType::BF16 => CpuStorage::BF16(y.to_vec1()?),
+            _ => CpuStorage::F64(y.to_vec1()?),
+        };
+        Ok((out, shape))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, grad_y: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        // d(x Wᵀ)/dx: grad_y [n, out] · W [out, in].
+        let w = self.weight(grad_y.dtype())?;
+        Ok(Some(grad_y.contiguous()?.matmul(&w)?.to_dtype(x.dtype())?))
     }
 }

@@ -245,11 +245,12 @@ pub fn save(model: &Model, cfg: &LoraConfig, dir: &Path, base_model: &str) -> Re
     crate::io::write_string_atomic(&dir.join("adapter_config.json"), &text)
 }
 
-/// Folds every adapter into its base weight (W ← W + s·B·A in f32) and removes it.
+/// Folds every adapter into its base weight (W ← W + s·B·A in f32) and removes it. A Q8_0
+/// base weight with an adapter is dequantized, so its merged weight is dense.
 pub fn merge(model: &mut Model) -> Result<()> {
     for lin in model.linears_mut() {
         if lin.lora.is_some() {
-            lin.weight = lin.merged_weight()?;
+            lin.weight = lin.merged_weight()?.into();
             lin.lora = None;
         }
     }

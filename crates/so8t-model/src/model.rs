@@ -7,15 +7,16 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 
 use crate::cache::Cache;
 use crate::config::{Arch, Config};
 use crate::error::{Error, Result};
+use crate::layer::{Attention, AttnCtx, DecoderLayer, MaxPrecision, Mlp, Qkv, RmsNorm, Up};
 use crate::linear::Linear;
 use crate::mask::attention_mask;
 use crate::rope::RotaryEmbedding;
-use crate::so8::{apply_blocks, GateMatrices};
+use crate::so8::GateMatrices;
 use crate::weights::Weights;
 
 /// Options of one forward pass.
@@ -35,94 +36,17 @@ pub struct Forward<'a> {
     pub segments: Option<&'a [Vec<usize>]>,
 }
 
-/// RMSNorm: `w · x / sqrt(mean(x²) + ε)` computed in f32.
+/// The per-pass inputs of the decoder layers, from [`Model::prepare`].
 #[derive(Debug, Clone)]
-pub struct RmsNorm {
-    /// Scale [H].
-    pub weight: Tensor,
-    eps: f64,
-}
-
-impl RmsNorm {
-    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        if !train && x.dtype() == DType::F32 {
-            return Ok(candle_nn::ops::rms_norm(
-                &x.contiguous()?,
-                &self.weight,
-                self.eps as f32,
-            )?);
-        }
-        let dt = x.dtype();
-        let xf = x.to_dtype(DType::F32.max_precision(dt))?;
-        let var = xf.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = xf.broadcast_div(&(var + self.eps)?.sqrt()?)?.to_dtype(dt)?;
-        Ok(normed.broadcast_mul(&self.weight)?)
-    }
-}
-
-trait MaxPrecision {
-    fn max_precision(self, other: DType) -> DType;
-}
-impl MaxPrecision for DType {
-    fn max_precision(self, other: DType) -> DType {
-        if other == DType::F64 {
-            DType::F64
-        } else {
-            self
-        }
-    }
-}
-
-/// Query/key/value projections.
-#[derive(Debug, Clone)]
-pub enum Qkv {
-    /// Phi-3 `qkv_proj` [(nh + 2·nkv)·hd, H].
-    Fused(Linear),
-    /// Llama `q_proj`, `k_proj`, `v_proj`.
-    Separate(Linear, Linear, Linear),
-}
-
-/// MLP input projections.
-#[derive(Debug, Clone)]
-pub enum Up {
-    /// Phi-3 `gate_up_proj` [2·I, H]: gate rows first, then up.
-    Fused(Linear),
-    /// Llama `gate_proj`, `up_proj`.
-    Separate(Linear, Linear),
-}
-
-/// Self-attention of one layer.
-#[derive(Debug, Clone)]
-pub struct Attention {
-    /// q/k/v projections.
-    pub qkv: Qkv,
-    /// Output projection (the gate acts on its input).
-    pub o_proj: Linear,
-    num_heads: usize,
-    num_kv_heads: usize,
-    head_dim: usize,
-}
-
-/// The feed-forward block: `down(silu(gate(x)) · up(x))`.
-#[derive(Debug, Clone)]
-pub struct Mlp {
-    /// Gate and up projections.
-    pub up: Up,
-    /// Down projection.
-    pub down_proj: Linear,
-}
-
-/// One decoder layer.
-#[derive(Debug, Clone)]
-pub struct DecoderLayer {
-    /// Norm before attention.
-    pub input_layernorm: RmsNorm,
-    /// Attention.
-    pub self_attn: Attention,
-    /// Norm before the MLP.
-    pub post_attention_layernorm: RmsNorm,
-    /// MLP.
-    pub mlp: Mlp,
+pub struct Prepared {
+    /// Token embeddings `[B, T, H]` (the first layer's input).
+    pub x0: Tensor,
+    /// Rotary cosines `[T, rot/2]`, or `[B, T, rot/2]` for packed rows.
+    pub cos: Tensor,
+    /// Rotary sines, shaped as `cos`.
+    pub sin: Tensor,
+    /// Additive attention mask, if any position is masked.
+    pub mask: Option<Tensor>,
 }
 
 /// A causal language model (Phi-3 or Llama family).
@@ -156,7 +80,7 @@ impl Loader<'_> {
     fn linear(&self, name: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
         Ok(Linear {
             name: name.to_string(),
-            weight: self.tensor(&format!("{name}.weight"), &[out, inp])?,
+            weight: self.tensor(&format!("{name}.weight"), &[out, inp])?.into(),
             bias: if bias {
                 Some(self.tensor(&format!("{name}.bias"), &[out])?)
             } else {
@@ -166,10 +90,10 @@ impl Loader<'_> {
         })
     }
     fn norm(&self, name: &str, h: usize, eps: f64) -> Result<RmsNorm> {
-        Ok(RmsNorm {
-            weight: self.tensor(&format!("{name}.weight"), &[h])?,
+        Ok(RmsNorm::new(
+            self.tensor(&format!("{name}.weight"), &[h])?,
             eps,
-        })
+        ))
     }
 }
 
@@ -275,8 +199,9 @@ impl Model {
         &self.device
     }
 
-    /// Final hidden states `[B, T, H]` after the last RMSNorm.
-    pub fn hidden_states(&self, input_ids: &Tensor, mut fw: Forward<'_>) -> Result<Tensor> {
+    /// Embeddings, rotary tables and mask of one forward pass: what every layer needs.
+    /// Reads (does not extend) the cache's length as the position offset.
+    pub fn prepare(&self, input_ids: &Tensor, fw: &Forward<'_>) -> Result<Prepared> {
         let (b, t) = input_ids.dims2()?;
         if t == 0 {
             return Err(Error::Generation(
@@ -295,7 +220,7 @@ impl Model {
                 self.cfg.vocab_size
             )));
         }
-        let mut x = self
+        let x0 = self
             .embed_tokens
             .index_select(&input_ids.flatten_all()?, 0)?
             .reshape((b, t, self.cfg.hidden_size))?;
@@ -350,29 +275,68 @@ impl Model {
                 (Tensor::stack(&cos, 0)?, Tensor::stack(&sin, 0)?, mask)
             }
         };
-        for (l, layer) in self.layers.iter().enumerate() {
+        Ok(Prepared { x0, cos, sin, mask })
+    }
+
+    /// Runs decoder layer `l` on `x` [B, T, H] with the tables of `p` and the layer's SO(8)
+    /// blend matrix `gate` (if any). No cache: this is what training and recomputation use.
+    pub fn layer_forward(
+        &self,
+        l: usize,
+        x: &Tensor,
+        p: &Prepared,
+        gate: Option<&Tensor>,
+        train: bool,
+    ) -> Result<Tensor> {
+        self.layer_step(l, x, p, gate, train, None)
+    }
+
+    fn layer_step(
+        &self,
+        l: usize,
+        x: &Tensor,
+        p: &Prepared,
+        gate: Option<&Tensor>,
+        train: bool,
+        cache: Option<&mut Cache>,
+    ) -> Result<Tensor> {
+        let layer = self.layers.get(l).ok_or_else(|| {
+            Error::Generation(format!(
+                "layer {l} does not exist; the model has {} layers",
+                self.layers.len()
+            ))
+        })?;
+        let ctx = AttnCtx {
+            cos: &p.cos,
+            sin: &p.sin,
+            mask: p.mask.as_ref(),
+            gate,
+            train,
+            layer: l,
+        };
+        layer.forward(x, &ctx, cache)
+    }
+
+    /// The final RMSNorm applied to the last layer's output.
+    pub fn final_norm(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.norm.forward(x, train)
+    }
+
+    /// Final hidden states `[B, T, H]` after the last RMSNorm.
+    pub fn hidden_states(&self, input_ids: &Tensor, mut fw: Forward<'_>) -> Result<Tensor> {
+        let p = self.prepare(input_ids, &fw)?;
+        let mut x = p.x0.clone();
+        for l in 0..self.layers.len() {
             let gate = fw
                 .gates
                 .and_then(|g| g.layers.get(l))
                 .and_then(|m| m.as_ref());
-            let h = layer.input_layernorm.forward(&x, fw.train)?;
-            let ctx = AttnCtx {
-                cos: &cos,
-                sin: &sin,
-                mask: mask.as_ref(),
-                gate,
-                train: fw.train,
-                layer: l,
-            };
-            let a = layer.self_attn.forward(&h, &ctx, fw.cache.as_deref_mut())?;
-            x = (x + a)?;
-            let h = layer.post_attention_layernorm.forward(&x, fw.train)?;
-            x = (x + layer.mlp.forward(&h, fw.train)?)?;
+            x = self.layer_step(l, &x, &p, gate, fw.train, fw.cache.as_deref_mut())?;
         }
         if let Some(c) = fw.cache.as_deref_mut() {
-            c.advance(t);
+            c.advance(input_ids.dim(1)?);
         }
-        self.norm.forward(&x, fw.train)
+        self.final_norm(&x, fw.train)
     }
 
     /// Logits (f32) for hidden states `[B, T, H]` → `[B, T, V]`.
@@ -482,118 +446,5 @@ impl Model {
             out.push(("lm_head.weight".into(), self.lm_head.clone()));
         }
         Ok(out)
-    }
-}
-
-struct AttnCtx<'a> {
-    cos: &'a Tensor,
-    sin: &'a Tensor,
-    mask: Option<&'a Tensor>,
-    gate: Option<&'a Tensor>,
-    train: bool,
-    layer: usize,
-}
-
-/// `[x1, x2]` → `[-x2, x1]` over the last dimension.
-fn rotate_half(x: &Tensor) -> Result<Tensor> {
-    let h = x.dim(D::Minus1)? / 2;
-    let x1 = x.narrow(D::Minus1, 0, h)?;
-    let x2 = x.narrow(D::Minus1, h, h)?;
-    Ok(Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?)
-}
-
-/// `cos`/`sin` are `[T, rot/2]`, or `[B, T, rot/2]` for packed rows (per-row positions).
-fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, train: bool) -> Result<Tensor> {
-    let rot = cos.dim(D::Minus1)? * 2;
-    let d = x.dim(D::Minus1)?;
-    let apply = |x: &Tensor| -> Result<Tensor> {
-        Ok(if train && cos.rank() == 3 {
-            let c = Tensor::cat(&[cos, cos], D::Minus1)?.unsqueeze(1)?;
-            let s = Tensor::cat(&[sin, sin], D::Minus1)?.unsqueeze(1)?;
-            (x.broadcast_mul(&c)? + rotate_half(x)?.broadcast_mul(&s)?)?
-        } else if train {
-            candle_nn::rotary_emb::rope_slow(x, cos, sin)?
-        } else {
-            candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin)?
-        })
-    };
-    if rot == d {
-        return apply(x);
-    }
-    let head = apply(&x.narrow(D::Minus1, 0, rot)?.contiguous()?)?;
-    let pass = x.narrow(D::Minus1, rot, d - rot)?;
-    Ok(Tensor::cat(&[&head, &pass], D::Minus1)?)
-}
-
-impl Attention {
-    fn forward(&self, x: &Tensor, ctx: &AttnCtx<'_>, cache: Option<&mut Cache>) -> Result<Tensor> {
-        let (b, t, _) = x.dims3()?;
-        let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let (q, k, v) = match &self.qkv {
-            Qkv::Fused(l) => {
-                let qkv = l.forward(x, ctx.train)?;
-                (
-                    qkv.narrow(D::Minus1, 0, nh * hd)?,
-                    qkv.narrow(D::Minus1, nh * hd, nkv * hd)?,
-                    qkv.narrow(D::Minus1, (nh + nkv) * hd, nkv * hd)?,
-                )
-            }
-            Qkv::Separate(ql, kl, vl) => (
-                ql.forward(x, ctx.train)?,
-                kl.forward(x, ctx.train)?,
-                vl.forward(x, ctx.train)?,
-            ),
-        };
-        let q = q.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
-        let k = k.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
-        let v = v.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
-        let q = rope(&q, ctx.cos, ctx.sin, ctx.train)?;
-        let k = rope(&k, ctx.cos, ctx.sin, ctx.train)?;
-        let (k, v) = match cache {
-            Some(c) => c.append(ctx.layer, k, v)?,
-            None => (k, v),
-        };
-        let s = k.dim(2)?;
-        let rep = nh / nkv;
-        // Group the query heads that share a kv head, so k and v are never copied per head.
-        let qg = q.reshape((b, nkv, rep * t, hd))?;
-        let scale = 1.0 / (hd as f64).sqrt();
-        let att = (qg.matmul(&k.t()?)? * scale)?.reshape((b, nh, t, s))?;
-        let dt = att.dtype();
-        let mut att = att.to_dtype(DType::F32.max_precision(dt))?;
-        if let Some(m) = ctx.mask {
-            att = att.broadcast_add(&m.to_dtype(att.dtype())?)?;
-        }
-        let att = if ctx.train {
-            candle_nn::ops::softmax(&att, D::Minus1)?
-        } else {
-            candle_nn::ops::softmax_last_dim(&att)?
-        };
-        let att = att.to_dtype(dt)?.reshape((b, nkv, rep * t, s))?;
-        let y = att.matmul(&v.contiguous()?)?; // [b, nkv, rep·t, hd]
-        let y = y
-            .reshape((b, nh, t, hd))?
-            .transpose(1, 2)?
-            .reshape((b, t, nh * hd))?;
-        let y = match ctx.gate {
-            Some(m) => apply_blocks(&y, m)?,
-            None => y,
-        };
-        self.o_proj.forward(&y, ctx.train)
-    }
-}
-
-impl Mlp {
-    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let (g, u) = match &self.up {
-            Up::Fused(l) => {
-                let gu = l.forward(x, train)?;
-                let i = gu.dim(D::Minus1)? / 2;
-                (gu.narrow(D::Minus1, 0, i)?, gu.narrow(D::Minus1, i, i)?)
-            }
-            Up::Separate(gl, ul) => (gl.forward(x, train)?, ul.forward(x, train)?),
-        };
-        let h = (g.silu()? * u)?;
-        self.down_proj.forward(&h, train)
     }
 }

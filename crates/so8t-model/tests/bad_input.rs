@@ -231,6 +231,13 @@ fn rejects_bad_layer_selections_and_widths() {
             .unwrap(),
         vec![0, 1, 2, 5]
     );
+    let spread = |s: &str, n: usize| s.parse::<LayerSelection>().unwrap().resolve(n).unwrap();
+    assert_eq!(spread("spread:8", 32), vec![3, 7, 11, 15, 19, 23, 27, 31]);
+    assert_eq!(spread("spread:3", 4), vec![0, 1, 3]);
+    assert_eq!(spread("spread:9", 4), vec![0, 1, 2, 3]);
+    assert_eq!(spread("spread:1", 30), vec![29]);
+    assert!("spread:0".parse::<LayerSelection>().is_err());
+    assert!("spread:x".parse::<LayerSelection>().is_err());
     let e = So8Gates::random(&[0], 60, 0.05, 0, Default::default(), &Device::Cpu)
         .unwrap_err()
         .to_string();

@@ -307,6 +307,60 @@ pub fn save(
     Ok(fin)
 }
 
+/// A checkpoint folder of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listed {
+    /// Step it was taken at.
+    pub step: u64,
+    /// Why it was written.
+    pub kind: CheckpointKind,
+    /// The folder.
+    pub dir: PathBuf,
+    /// Bytes of its files.
+    pub bytes: u64,
+}
+
+/// The complete-looking checkpoint folders of `run_dir`, by step (validity is checked by
+/// [`latest_valid`], not here).
+pub fn list(run_dir: &Path) -> Result<Vec<Listed>> {
+    let ckpt = run_dir.join("checkpoints");
+    if !ckpt.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut out: Vec<Listed> = candidates(&ckpt)?
+        .into_iter()
+        .map(|(step, kind, name)| {
+            let dir = ckpt.join(name);
+            let bytes = dir_bytes(&dir);
+            Listed {
+                step,
+                kind,
+                dir,
+                bytes,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| (a.step, &a.dir).cmp(&(b.step, &b.dir)));
+    Ok(out)
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| {
+                    let p = e.path();
+                    if p.is_dir() {
+                        dir_bytes(&p)
+                    } else {
+                        e.metadata().map(|m| m.len()).unwrap_or(0)
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 /// The checkpoint folders under `ckpt` (hidden and unparsable names ignored).
 fn candidates(ckpt: &Path) -> Result<Vec<(u64, CheckpointKind, String)>> {
     let mut out = Vec::new();

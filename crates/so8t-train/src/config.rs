@@ -169,6 +169,16 @@ pub struct TrainingSection {
     pub dtype: String,
     /// Seed of adapters, gates and data order.
     pub seed: u64,
+    /// The frozen base linears' storage: `same` (the `dtype` above) or `int8` (llama.cpp Q8_0
+    /// blocks, dequantized layer by layer on the fly; LoRA and gates stay f32). Left out of the
+    /// serialized config when `same`, so the hash of a config without it does not change.
+    #[serde(skip_serializing_if = "is_same")]
+    pub base_dtype: String,
+    /// Recompute each decoder layer in the backward pass (less memory, same gradients; needs
+    /// `lora.dropout: 0`). Left out of the serialized config when false, so the hash of a
+    /// config without it does not change.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub gradient_checkpointing: bool,
 }
 
 impl Default for TrainingSection {
@@ -180,8 +190,17 @@ impl Default for TrainingSection {
             max_steps: 0,
             dtype: "f32".into(),
             seed: 42,
+            base_dtype: "same".into(),
+            gradient_checkpointing: false,
         }
     }
+}
+
+/// The values `training.base_dtype` accepts.
+pub const BASE_DTYPES: [&str; 2] = ["same", "int8"];
+
+fn is_same(s: &str) -> bool {
+    s == "same"
 }
 
 /// Checkpoint cadence.
@@ -248,13 +267,27 @@ impl Default for TrainConfig {
 
 impl TrainConfig {
     /// Reads a YAML file; relative `model` and `data.train` paths are taken from the file's
-    /// folder. Errors name the file, the line and the key (unknown keys list the valid ones).
+    /// folder; a `preset:` key lays a named preset under the file's values ([`crate::preset`]).
+    /// Errors name the file, the line and the key (unknown keys list the valid ones).
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::invalid("config", format!("{}: {e}", path.display())))?;
-        let mut cfg: TrainConfig = serde_yaml_ng::from_str(&text)
-            .map_err(|e| Error::invalid("config", format!("{}: {e}", path.display())))?;
-        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_yaml(
+            &text,
+            path.parent().unwrap_or(Path::new(".")),
+            &path.display().to_string(),
+        )
+    }
+
+    /// Parses YAML text as [`from_file`](Self::from_file) does, with relative paths taken from
+    /// `base` and `origin` naming the text in errors.
+    pub fn from_yaml(text: &str, base: &Path, origin: &str) -> Result<Self> {
+        let parsed = match crate::preset::apply(text, origin)? {
+            Some(doc) => serde_yaml_ng::from_value(doc),
+            None => serde_yaml_ng::from_str(text),
+        };
+        let mut cfg: TrainConfig =
+            parsed.map_err(|e| Error::invalid("config", format!("{origin}: {e}")))?;
         for p in [&mut cfg.model, &mut cfg.data.train] {
             let builtin = p.to_string_lossy().starts_with("builtin:");
             if p.is_relative() && !p.as_os_str().is_empty() && !builtin {
@@ -288,6 +321,22 @@ impl TrainConfig {
         if self.lora.enabled && self.lora.r == 0 {
             return Err(Error::invalid("lora.r", "must be at least 1"));
         }
+        if t.gradient_checkpointing && self.lora.enabled && self.lora.dropout > 0.0 {
+            return Err(Error::invalid(
+                "training.gradient_checkpointing",
+                format!(
+                    "needs lora.dropout: 0 (it is {}); the recomputed forward pass would draw a \
+                     different dropout mask",
+                    self.lora.dropout
+                ),
+            ));
+        }
+        if !BASE_DTYPES.contains(&t.base_dtype.as_str()) {
+            return Err(Error::invalid(
+                "training.base_dtype",
+                format!("{:?}: expected one of {BASE_DTYPES:?}", t.base_dtype),
+            ));
+        }
         if self.data.max_seq_len < 2 {
             return Err(Error::invalid("data.max_seq_len", "must be at least 2"));
         }
@@ -318,6 +367,7 @@ impl TrainConfig {
             grad_clip: (o.max_grad_norm > 0.0).then_some(o.max_grad_norm),
             total_steps,
             seed: self.training.seed,
+            gradient_checkpointing: self.training.gradient_checkpointing,
         }
     }
 

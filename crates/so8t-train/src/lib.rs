@@ -23,9 +23,14 @@ pub mod config;
 mod error;
 pub mod optim;
 pub mod pet;
+pub mod prepare;
+pub mod preset;
+mod recompute;
 pub mod run;
+pub mod runlog;
 pub mod schedule;
 pub mod step;
+pub mod transition;
 
 pub use error::{Error, Result};
 pub use pet::pet_loss;

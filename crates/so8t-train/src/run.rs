@@ -1,48 +1,27 @@
 //! `so8t train`: the training loop in a run directory. Tokenizes the data once, trains for
-//! `total_steps` optimizer steps with seeded per-epoch order, logs every step to
-//! `metrics.jsonl`, keeps `session.json` current, writes rolling checkpoints (every N steps or M
+//! `total_steps` optimizer steps with seeded per-epoch order, records every step ([`RunLog`]:
+//! `run.db`, `metrics.jsonl`, `session.json`), writes rolling checkpoints (every N steps or M
 //! minutes), an emergency checkpoint on SIGINT/SIGTERM, and `final/` at the end. A run resumes
 //! from its newest valid checkpoint and continues bit-identically.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use candle_core::{DType, Device};
-use serde::{Deserialize, Serialize};
-use so8t_data::tokenize::{tokenize, training_template, Example, TokenizeOptions};
-use so8t_model::{Model, TextTokenizer};
+use so8t_data::tokenize::Example;
+use so8t_model::Model;
 
 use crate::batch::make_batch;
 use crate::checkpoint::{self, CheckpointKind, TrainState};
 use crate::config::TrainConfig;
 use crate::error::{Error, Result};
+use crate::prepare::{load_rows, prepare_builtins};
+use crate::runlog::RunLog;
 use crate::step::{StepMetrics, Trainer};
 
-/// The session record of a run (`session.json`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Session {
-    /// Run id (the run folder's name).
-    pub id: String,
-    /// Hash of the resolved config.
-    pub config_hash: String,
-    /// Start time, Unix ms.
-    pub started_unix_ms: u64,
-    /// `running`, `completed`, `interrupted` or `failed`.
-    pub status: String,
-    /// Optimizer steps done.
-    pub step: u64,
-    /// Optimizer steps in the run.
-    pub total_steps: u64,
-    /// Current epoch (0-based).
-    pub epoch: u64,
-    /// Lowest step loss so far.
-    pub best_loss: Option<f64>,
-    /// Last checkpoint time, Unix ms.
-    pub last_checkpoint_unix_ms: Option<u64>,
-}
+pub use so8t_store::{Session, Status};
 
 /// A function called after every optimizer step.
 pub type StepCallback = Box<dyn FnMut(&StepMetrics, &Session)>;
@@ -61,135 +40,6 @@ pub struct RunOptions {
     pub on_step: Option<StepCallback>,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
-    let text =
-        serde_json::to_string_pretty(v).map_err(|e| Error::invalid("json", e.to_string()))?;
-    so8t_model::io::write_string_atomic(path, &(text + "\n"))?;
-    Ok(())
-}
-
-/// Resolves `model: builtin:tiny` (the embedded tiny Phi-3, made in `run_dir/model`) and
-/// `data.train: builtin:sample` (the bundled sample through `data collect` + `data think`, tags
-/// format, in `run_dir/data/`).
-pub fn prepare_builtins(cfg: &mut TrainConfig, run_dir: &Path) -> Result<()> {
-    if cfg.model.as_os_str() == "builtin:tiny" {
-        let dir = run_dir.join("model");
-        if !dir.join("config.json").exists() {
-            // Made beside and renamed into place: a crash never leaves a half-written model.
-            let tmp = run_dir.join(format!(".model.tmp-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&tmp);
-            so8t_model::init::init_model(
-                &so8t_model::init::InitOptions {
-                    arch: so8t_model::Arch::Phi3,
-                    preset: so8t_model::init::Preset::Tiny,
-                    seed: cfg.training.seed,
-                    tokenizer_corpus: vec![],
-                    dtype: None,
-                },
-                &tmp,
-            )?;
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::rename(&tmp, &dir)
-                .map_err(|e| Error::invalid("model", format!("{}: {e}", dir.display())))?;
-        }
-        cfg.model = dir;
-    }
-    if cfg.data.train.as_os_str() == "builtin:sample" {
-        let data = run_dir.join("data");
-        let chats = data.join("think_sample.jsonl");
-        if !chats.exists() {
-            let sample = data.join("sample_four_class.jsonl");
-            so8t_model::io::write_string_atomic(&sample, so8t_data::SAMPLE_FOUR_CLASS)?;
-            let records = data.join("records.jsonl");
-            so8t_data::collect::collect(&so8t_data::collect::CollectOptions::new(
-                vec![sample],
-                records.clone(),
-            ))?;
-            so8t_data::think::think(
-                &so8t_data::think::ThinkOptions {
-                    inputs: vec![records],
-                    output: chats.clone(),
-                    format: so8t_data::think::ThinkFormat::Tags,
-                    system: None,
-                    map: Default::default(),
-                    progress: None,
-                },
-                &so8t_data::think::Renderer::phi35()?,
-            )?;
-        }
-        cfg.data.train = chats;
-    }
-    Ok(())
-}
-
-/// Tokenized rows for the run (made once into `run_dir/data/`).
-fn load_rows(cfg: &TrainConfig, run_dir: &Path) -> Result<Vec<Example>> {
-    let out = run_dir.join("data").join("train_tokens.jsonl");
-    if !out.exists() {
-        if !cfg.data.train.exists() {
-            return Err(Error::invalid(
-                "data.train",
-                format!("{}: no such file", cfg.data.train.display()),
-            ));
-        }
-        let tok = TextTokenizer::from_dir(&cfg.model)?;
-        let template = training_template(&tok)?;
-        let stats = tokenize(
-            &TokenizeOptions {
-                inputs: vec![cfg.data.train.clone()],
-                output: out.clone(),
-                max_seq_len: cfg.data.max_seq_len,
-                train_on_prompt: cfg.data.train_on_prompt,
-                pack: cfg.data.packing,
-                seed: None,
-                keep_cut_class: false,
-                progress: None,
-            },
-            &tok,
-            &template,
-        )?;
-        tracing::info!(
-            "tokenized {} chats into {} rows ({} truncated)",
-            stats.chats,
-            stats.rows,
-            stats.truncated
-        );
-        let dropped = stats.class_line_cut_dropped + stats.no_labels_dropped;
-        if dropped > 0 {
-            tracing::warn!(
-                "{dropped} chats dropped: {} whose 分類: line did not fit in data.max_seq_len = {}, {} with no trained token left",
-                stats.class_line_cut_dropped,
-                cfg.data.max_seq_len,
-                stats.no_labels_dropped
-            );
-        }
-    }
-    let text = std::fs::read_to_string(&out)
-        .map_err(|e| Error::invalid("data", format!("{}: {e}", out.display())))?;
-    let rows: Vec<Example> = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| {
-            serde_json::from_str(l)
-                .map_err(|e| Error::invalid("data", format!("{}:{}: {e}", out.display(), i + 1)))
-        })
-        .collect::<Result<_>>()?;
-    if rows.is_empty() {
-        return Err(Error::invalid(
-            "data.train",
-            "no training examples after tokenization",
-        ));
-    }
-    Ok(rows)
-}
-
 /// The row order of an epoch (seeded, the same on every run).
 fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<u32> {
     let mut order: Vec<u32> = (0..n as u32).collect();
@@ -197,9 +47,14 @@ fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<u32> {
     order
 }
 
-/// Runs (or resumes) training; returns the session at the end.
+/// Runs (or resumes) training; returns the session at the end. Interruption (the `interrupt`
+/// flag) writes an emergency checkpoint and returns an error saying so; any failure after the
+/// session started is recorded in it (`failed`, with the error).
 pub fn run(mut opts: RunOptions) -> Result<Session> {
     let mut cfg = opts.config.clone();
+    // The config as given, before built-ins resolve to paths inside the run folder: a run
+    // folder moved elsewhere (say, to a bigger disk) still resumes.
+    let hash = cfg.hash();
     let dir = opts.run_dir.clone();
     std::fs::create_dir_all(&dir)
         .map_err(|e| Error::invalid("run_dir", format!("{}: {e}", dir.display())))?;
@@ -237,7 +92,10 @@ pub fn run(mut opts: RunOptions) -> Result<Session> {
         }
     };
     let device = Device::Cpu;
-    let model = Model::load(&cfg.model, dtype, &device)?;
+    let mut model = Model::load(&cfg.model, dtype, &device)?;
+    if cfg.training.base_dtype == "int8" {
+        so8t_model::quant::quantize_base(&mut model)?;
+    }
     let longest = rows.iter().map(|r| r.input_ids.len()).max().unwrap_or(0);
     if longest > model.cfg.max_position_embeddings {
         return Err(Error::invalid(
@@ -249,7 +107,6 @@ pub fn run(mut opts: RunOptions) -> Result<Session> {
         ));
     }
     let mut trainer = Trainer::new(model, cfg.step_config(total))?;
-    let hash = cfg.hash();
     let mut state = TrainState {
         step: 0,
         epoch: 0,
@@ -261,25 +118,12 @@ pub fn run(mut opts: RunOptions) -> Result<Session> {
         kind: CheckpointKind::Rolling,
         created_unix_ms: 0,
     };
-    let mut session = Session {
-        id: dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        config_hash: hash,
-        started_unix_ms: now_ms(),
-        status: "running".into(),
-        step: 0,
-        total_steps: total,
-        epoch: 0,
-        best_loss: None,
-        last_checkpoint_unix_ms: None,
-    };
+    let mut resumed = false;
     if let Some(loaded) = checkpoint::latest_valid(&dir)? {
         for (p, why) in &loaded.skipped {
             tracing::warn!("skipping damaged checkpoint {}: {why}", p.display());
         }
-        if loaded.state.config_hash != session.config_hash {
+        if loaded.state.config_hash != hash {
             return Err(Error::invalid(
                 "run_dir",
                 format!(
@@ -289,50 +133,71 @@ pub fn run(mut opts: RunOptions) -> Result<Session> {
             ));
         }
         state = checkpoint::restore(&mut trainer, &loaded.dir)?;
+        resumed = true;
         tracing::info!(
             "resumed from {} at step {}",
             loaded.dir.display(),
             state.step
         );
-        if let Ok(old) = std::fs::read_to_string(dir.join("session.json")) {
-            if let Ok(s) = serde_json::from_str::<Session>(&old) {
-                session.started_unix_ms = s.started_unix_ms;
+    }
+    let mut log = RunLog::start(&dir, "sft", &hash, total, &state, resumed)?;
+    let ended = train_loop(
+        &mut opts,
+        &cfg,
+        &rows,
+        &mut trainer,
+        &mut state,
+        &mut log,
+        total,
+    );
+    match ended {
+        Ok(status) => {
+            log.finish(status, None)?;
+            Ok(log.session.clone())
+        }
+        Err(e) => {
+            let status = if matches!(&e, Error::Invalid { field, .. } if field == "run")
+                && opts.interrupt.load(Ordering::SeqCst)
+            {
+                Status::Interrupted
+            } else {
+                Status::Failed
+            };
+            // The error that stopped the run wins over one while recording it (a full disk).
+            if let Err(e2) = log.finish(status, Some(e.to_string())) {
+                tracing::warn!("could not record the end of the session: {e2}");
             }
+            Err(e)
         }
     }
-    // Metrics of steps after the restored one are dropped: they will be recomputed identically.
-    let metrics_path = dir.join("metrics.jsonl");
-    let kept: String = std::fs::read_to_string(&metrics_path)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| {
-            serde_json::from_str::<serde_json::Value>(l)
-                .ok()
-                .and_then(|v| v["step"].as_u64())
-                .is_some_and(|s| s <= state.step)
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
-    so8t_model::io::write_string_atomic(&metrics_path, &kept)?;
-    let mut metrics = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&metrics_path)
-        .map_err(|e| Error::invalid("run_dir", format!("{}: {e}", metrics_path.display())))?;
-    session.step = state.step;
-    session.epoch = state.epoch;
-    session.best_loss = state.best_loss;
-    write_json(&dir.join("session.json"), &session)?;
+}
+
+/// Steps until the run ends (`completed`), `stop_after` is reached (`interrupted`, with a rolling
+/// checkpoint), or the interrupt flag is set (an emergency checkpoint, then an error).
+fn train_loop(
+    opts: &mut RunOptions,
+    cfg: &TrainConfig,
+    rows: &[Example],
+    trainer: &mut Trainer,
+    state: &mut TrainState,
+    log: &mut RunLog,
+    total: u64,
+) -> Result<Status> {
+    let t = &cfg.training;
+    let dir = opts.run_dir.clone();
+    let device = trainer.model.device().clone();
     let stop = opts.stop_after.map_or(total, |s| s.min(total));
     let mut last_ckpt = Instant::now();
     let mut order = epoch_order(rows.len(), t.seed, state.epoch);
+    let save = |state: &mut TrainState, kind, log: &mut RunLog, trainer: &Trainer| {
+        state.kind = kind;
+        state.created_unix_ms = so8t_store::now_ms() as u64;
+        let path = checkpoint::save(&dir, trainer, state, cfg.checkpoint.keep_rolling)?;
+        log.checkpoint(state, &path)
+    };
     while state.step < stop {
         if opts.interrupt.load(Ordering::SeqCst) {
-            state.kind = CheckpointKind::Emergency;
-            state.created_unix_ms = now_ms();
-            checkpoint::save(&dir, &trainer, &state, cfg.checkpoint.keep_rolling)?;
-            session.status = "interrupted".into();
-            session.last_checkpoint_unix_ms = Some(state.created_unix_ms);
-            write_json(&dir.join("session.json"), &session)?;
+            save(state, CheckpointKind::Emergency, log, trainer)?;
             return Err(Error::invalid(
                 "run",
                 format!(
@@ -341,6 +206,7 @@ pub fn run(mut opts: RunOptions) -> Result<Session> {
                 ),
             ));
         }
+        let started = Instant::now();
         let mut micro = Vec::with_capacity(t.gradient_accumulation_steps);
         for _ in 0..t.gradient_accumulation_steps {
             if state.cursor as usize >= order.len() {
@@ -363,47 +229,27 @@ pub fn run(mut opts: RunOptions) -> Result<Session> {
         if state.best_loss.is_none_or(|b| m.loss < b) {
             state.best_loss = Some(m.loss);
         }
-        let line = serde_json::to_string(&m).map_err(|e| Error::invalid("json", e.to_string()))?;
-        metrics
-            .write_all(format!("{line}\n").as_bytes())
-            .map_err(|e| Error::invalid("run_dir", format!("{}: {e}", metrics_path.display())))?;
-        session.step = state.step;
-        session.epoch = state.epoch;
-        session.best_loss = state.best_loss;
+        log.step(&m, state, started.elapsed())?;
         let c = &cfg.checkpoint;
         let due = (c.every_steps > 0 && state.step.is_multiple_of(c.every_steps))
             || (c.every_minutes > 0.0
                 && last_ckpt.elapsed().as_secs_f64() >= 60.0 * c.every_minutes);
         if due && state.step < total {
-            state.kind = CheckpointKind::Rolling;
-            state.created_unix_ms = now_ms();
-            metrics.sync_data().ok();
-            checkpoint::save(&dir, &trainer, &state, c.keep_rolling)?;
-            session.last_checkpoint_unix_ms = Some(state.created_unix_ms);
+            save(state, CheckpointKind::Rolling, log, trainer)?;
             last_ckpt = Instant::now();
         }
-        write_json(&dir.join("session.json"), &session)?;
         if let Some(cb) = opts.on_step.as_mut() {
-            cb(&m, &session);
+            cb(&m, &log.session);
         }
     }
-    metrics.sync_data().ok();
     if state.step >= total {
-        state.kind = CheckpointKind::Final;
-        state.created_unix_ms = now_ms();
-        checkpoint::save(&dir, &trainer, &state, cfg.checkpoint.keep_rolling)?;
-        write_final(&dir, &trainer, &cfg, &session)?;
-        session.status = "completed".into();
-        session.last_checkpoint_unix_ms = Some(state.created_unix_ms);
+        save(state, CheckpointKind::Final, log, trainer)?;
+        write_final(&dir, trainer, cfg, &log.session)?;
+        Ok(Status::Completed)
     } else {
-        state.kind = CheckpointKind::Rolling;
-        state.created_unix_ms = now_ms();
-        checkpoint::save(&dir, &trainer, &state, cfg.checkpoint.keep_rolling)?;
-        session.status = "interrupted".into();
-        session.last_checkpoint_unix_ms = Some(state.created_unix_ms);
+        save(state, CheckpointKind::Rolling, log, trainer)?;
+        Ok(Status::Interrupted)
     }
-    write_json(&dir.join("session.json"), &session)?;
-    Ok(session)
 }
 
 /// `final/`: the gates (interchange format), the PEFT adapter, the resolved config, a model card.
@@ -433,12 +279,29 @@ fn write_final(dir: &Path, trainer: &Trainer, cfg: &TrainConfig, session: &Sessi
         "# SO8T fine-tune\n\nBase model: `{}`\n\nSteps: {} · best loss: {}\n\n\
          - `gates.safetensors`: SO(8) generators (bake with α = {alpha_end:.6})\n\
          - `adapter/`: LoRA adapter (PEFT format)\n- `config.yaml`: the resolved training config\n\n\
-         Bake into a plain model: `so8t bake --model {} --gates gates.safetensors --alpha {alpha_end:.6} --adapter adapter --out DIR`\n",
+         Bake into a plain model: `so8t bake --run RUN_DIR --out DIR` (or `so8t bake --model {} --gates gates.safetensors --alpha {alpha_end:.6} --adapter adapter --out DIR`)\n",
         cfg.model.display(),
         session.total_steps,
         session.best_loss.map_or("-".into(), |b| format!("{b:.4}")),
         cfg.model.display(),
     );
     so8t_model::io::write_string_atomic(&out.join("README.md"), &card)?;
+    // What `so8t bake --run DIR` needs; a base model inside the run folder is kept relative so
+    // the folder can move.
+    let base = cfg
+        .model
+        .strip_prefix(dir)
+        .map(|p| Path::new(".").join(p))
+        .unwrap_or_else(|_| cfg.model.clone());
+    let bake = serde_json::json!({
+        "base_model": base.display().to_string(),
+        "alpha": alpha_end,
+        "method": cfg.so8t.parametrization,
+        "gates": trainer.gates.is_some().then_some("gates.safetensors"),
+        "adapter": trainer.cfg.lora.is_some().then_some("adapter"),
+    });
+    let text =
+        serde_json::to_string_pretty(&bake).map_err(|e| Error::invalid("json", e.to_string()))?;
+    so8t_model::io::write_string_atomic(&out.join("bake.json"), &(text + "\n"))?;
     Ok(())
 }

@@ -8,13 +8,14 @@ use candle_core::{DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
 use so8t_model::lora::{attach, LoraConfig};
 use so8t_model::loss::shifted_cross_entropy;
-use so8t_model::so8::{LayerSelection, RotationMethod, So8Gates};
+use so8t_model::so8::{GateMatrices, LayerSelection, RotationMethod, So8Gates};
 use so8t_model::{Forward, Model};
 
 use crate::batch::Batch;
 use crate::error::{Error, Result};
 use crate::optim::{clip_grad_norm, learning_rate, AdamW, AdamWConfig, LrDecay};
 use crate::pet::pet_loss;
+use crate::recompute::checkpointed_grads;
 use crate::schedule::{AlphaSchedule, PetPhase, PetSchedule};
 
 /// The SO(8) gate settings (seed 004's `so8t` block).
@@ -68,6 +69,9 @@ pub struct StepConfig {
     pub total_steps: u64,
     /// Seed of the adapter and gate initialization.
     pub seed: u64,
+    /// Recompute each decoder layer in the backward pass instead of keeping its activations
+    /// (same loss and gradients, less memory, about one more forward pass of time).
+    pub gradient_checkpointing: bool,
 }
 
 /// Everything logged for one optimizer step.
@@ -111,11 +115,49 @@ pub struct Trainer {
     pub opt: AdamW,
 }
 
+/// The loss terms of one micro-batch: (total, ce, λ·pet, orth).
+pub type Losses = (Tensor, Tensor, Option<Tensor>, Option<Tensor>);
+
+/// Why gradient checkpointing refuses LoRA dropout.
+const CHECKPOINTING_DROPOUT: &str = "needs lora.dropout: 0 (the recomputed forward pass would \
+     draw a different dropout mask, so its gradients would not match the loss)";
+
+/// Loss terms as numbers (absent terms are 0).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LossValues {
+    /// Total loss.
+    pub loss: f64,
+    /// Cross-entropy over target tokens.
+    pub ce: f64,
+    /// λ·PET.
+    pub pet: f64,
+    /// L_orth.
+    pub orth: f64,
+}
+
+impl LossValues {
+    pub(crate) fn of(
+        loss: &Tensor,
+        ce: &Tensor,
+        pet: Option<&Tensor>,
+        orth: Option<&Tensor>,
+    ) -> Result<Self> {
+        let opt = |t: Option<&Tensor>| Ok::<_, Error>(t.map(scalar).transpose()?.unwrap_or(0.0));
+        Ok(Self {
+            loss: scalar(loss)?,
+            ce: scalar(ce)?,
+            pet: opt(pet)?,
+            orth: opt(orth)?,
+        })
+    }
+}
+
 fn scalar(t: &Tensor) -> Result<f64> {
     Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
 }
 
-fn add_grads(
+/// Adds the gradients in `new` of the variables `vars` into `acc` (`new` whole if `acc` is empty).
+pub(crate) fn add_grads(
     acc: &mut Option<GradStore>,
     new: GradStore,
     vars: &BTreeMap<String, Var>,
@@ -143,6 +185,13 @@ impl Trainer {
         cfg.alpha.validate()?;
         if let Some(p) = &cfg.pet {
             p.validate()?;
+        }
+        let dropout = cfg.lora.as_ref().map(|l| l.lora_dropout).unwrap_or(0.0);
+        if cfg.gradient_checkpointing && dropout > 0.0 {
+            return Err(Error::invalid(
+                "training.gradient_checkpointing",
+                CHECKPOINTING_DROPOUT,
+            ));
         }
         if cfg.alpha.is_learned() {
             return Err(Error::invalid(
@@ -193,21 +242,8 @@ impl Trainer {
 
     /// The loss terms of one micro-batch at optimizer step `t` (0-based): (total, ce, λ·pet,
     /// orth), differentiable with respect to the optimizer's variables.
-    #[allow(clippy::type_complexity)]
-    pub fn losses(
-        &self,
-        b: &Batch,
-        t: u64,
-    ) -> Result<(Tensor, Tensor, Option<Tensor>, Option<Tensor>)> {
-        let total = self.cfg.total_steps;
-        let alpha = self.cfg.alpha.value(t, total);
-        let mats = match &self.gates {
-            Some(g) => Some(g.matrices(
-                &Tensor::new(alpha as f32, self.model.device())?,
-                self.model.cfg.num_hidden_layers,
-            )?),
-            None => None,
-        };
+    pub fn losses(&self, b: &Batch, t: u64) -> Result<Losses> {
+        let mats = self.gate_matrices(t)?;
         let hidden = self.model.hidden_states(
             &b.input_ids,
             Forward {
@@ -218,58 +254,106 @@ impl Trainer {
                 ..Default::default()
             },
         )?;
-        let logits = self.model.logits(&hidden)?;
+        let (loss, ce, pet) = self.head_losses(&hidden, b, t)?;
+        let orth = self.orth_loss()?;
+        Ok((self.add_orth(loss, orth.as_ref())?, ce, pet, orth))
+    }
+
+    /// α(t) as a scalar tensor on the model's device.
+    pub(crate) fn alpha(&self, t: u64) -> Result<Tensor> {
+        let alpha = self.cfg.alpha.value(t, self.cfg.total_steps);
+        Ok(Tensor::new(alpha as f32, self.model.device())?)
+    }
+
+    /// The gates' blend matrices at step `t` (tracked: they depend on the generators).
+    pub(crate) fn gate_matrices(&self, t: u64) -> Result<Option<GateMatrices>> {
+        match &self.gates {
+            Some(g) => Ok(Some(
+                g.matrices(&self.alpha(t)?, self.model.cfg.num_hidden_layers)?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// From the final hidden states: (CE + λ·PET, CE, λ·PET).
+    pub(crate) fn head_losses(
+        &self,
+        hidden: &Tensor,
+        b: &Batch,
+        t: u64,
+    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+        let logits = self.model.logits(hidden)?;
         let ce = shifted_cross_entropy(&logits, &b.input_ids, &b.label_mask, &b.attention_mask)?;
         let mut loss = ce.clone();
         let pet = match &self.cfg.pet {
             Some(p) => {
                 let (l, _) = pet_loss(
-                    &hidden,
+                    hidden,
                     &b.attention_mask,
                     p.huber_delta,
                     b.segments.as_deref(),
                 )?;
-                let l = (l.to_dtype(ce.dtype())? * p.lambda(t, total))?;
+                let l = (l.to_dtype(ce.dtype())? * p.lambda(t, self.cfg.total_steps))?;
                 loss = (loss + &l)?;
                 Some(l)
             }
             None => None,
         };
-        let orth = match &self.gates {
-            Some(g) => g.orthogonality_loss(self.cfg.gates.orthogonal_reg)?,
-            None => None,
-        };
-        if let Some(o) = &orth {
-            loss = (loss + o.to_dtype(ce.dtype())?)?;
-        }
-        Ok((loss, ce, pet, orth))
+        Ok((loss, ce, pet))
     }
 
-    /// One optimizer step over `micro` batches (gradient accumulation: their losses averaged).
-    pub fn step(&mut self, micro: &[Batch]) -> Result<StepMetrics> {
+    /// L_orth of the gates (None without gates or with a zero weight).
+    pub(crate) fn orth_loss(&self) -> Result<Option<Tensor>> {
+        match &self.gates {
+            Some(g) => Ok(g.orthogonality_loss(self.cfg.gates.orthogonal_reg)?),
+            None => Ok(None),
+        }
+    }
+
+    /// `loss + orth` in the loss's dtype.
+    pub(crate) fn add_orth(&self, loss: Tensor, orth: Option<&Tensor>) -> Result<Tensor> {
+        Ok(match orth {
+            Some(o) => (&loss + o.to_dtype(loss.dtype())?)?,
+            None => loss,
+        })
+    }
+
+    /// The loss terms averaged over `micro` batches at optimizer step `t` and the gradients of
+    /// that average with respect to the optimizer's variables (with per-layer recomputation
+    /// when `gradient_checkpointing` is on; the result is the same either way).
+    pub fn gradients(&self, micro: &[Batch], t: u64) -> Result<(LossValues, GradStore)> {
         if micro.is_empty() {
             return Err(Error::invalid(
                 "batch_size",
                 "an optimizer step needs a batch",
             ));
         }
-        let t = self.opt.step;
         let n = micro.len() as f64;
         let mut grads = None;
-        let (mut loss_sum, mut ce_sum, mut pet_sum, mut orth_sum) = (0.0, 0.0, 0.0, 0.0);
-        let (mut tokens, mut targets) = (0, 0);
+        let mut sum = LossValues::default();
         for b in micro {
-            let (loss, ce, pet, orth) = self.losses(b, t)?;
-            loss_sum += scalar(&loss)? / n;
-            ce_sum += scalar(&ce)? / n;
-            pet_sum += pet.as_ref().map(scalar).transpose()?.unwrap_or(0.0) / n;
-            orth_sum += orth.as_ref().map(scalar).transpose()?.unwrap_or(0.0) / n;
-            tokens += b.tokens;
-            targets += b.targets;
-            let g = (loss / n)?.backward()?;
+            let (v, g) = if self.cfg.gradient_checkpointing {
+                checkpointed_grads(self, b, t, n)?
+            } else {
+                let (loss, ce, pet, orth) = self.losses(b, t)?;
+                let v = LossValues::of(&loss, &ce, pet.as_ref(), orth.as_ref())?;
+                (v, (loss / n)?.backward()?)
+            };
+            sum.loss += v.loss / n;
+            sum.ce += v.ce / n;
+            sum.pet += v.pet / n;
+            sum.orth += v.orth / n;
             add_grads(&mut grads, g, self.opt.vars())?;
         }
-        let mut grads = grads.expect("at least one micro-batch");
+        Ok((sum, grads.expect("at least one micro-batch")))
+    }
+
+    /// One optimizer step over `micro` batches (gradient accumulation: their losses averaged).
+    pub fn step(&mut self, micro: &[Batch]) -> Result<StepMetrics> {
+        let t = self.opt.step;
+        let (v, mut grads) = self.gradients(micro, t)?;
+        let tokens = micro.iter().map(|b| b.tokens).sum();
+        let targets = micro.iter().map(|b| b.targets).sum();
         let grad_norm = clip_grad_norm(&mut grads, self.opt.vars(), self.cfg.grad_clip)?;
         let lr = learning_rate(
             self.cfg.optim.lr,
@@ -282,16 +366,16 @@ impl Trainer {
         let pet_cfg = self.cfg.pet.unwrap_or_default();
         Ok(StepMetrics {
             step: self.opt.step,
-            loss: loss_sum,
-            ce: ce_sum,
-            pet: pet_sum,
+            loss: v.loss,
+            ce: v.ce,
+            pet: v.pet,
             pet_lambda: if self.cfg.pet.is_some() {
                 pet_cfg.lambda(t, self.cfg.total_steps)
             } else {
                 0.0
             },
             phase: pet_cfg.phase(t, self.cfg.total_steps),
-            orth: orth_sum,
+            orth: v.orth,
             alpha: self.cfg.alpha.value(t, self.cfg.total_steps),
             lr,
             grad_norm,

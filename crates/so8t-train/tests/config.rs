@@ -15,6 +15,29 @@ fn the_bundled_example_parses() {
     assert_eq!(s.lora.unwrap().r, 8);
     let end = s.alpha.value(49, 50); // the last step's α: near φ⁻², not on it
     assert!(end > 0.381_966 && end < 0.40, "{end}");
+    assert!(!s.gradient_checkpointing);
+}
+
+#[test]
+fn gradient_checkpointing_is_mapped_and_hash_neutral_when_off() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("c.yaml");
+    std::fs::write(&p, "lora:\n  dropout: 0\n").unwrap();
+    let off = TrainConfig::from_file(&p).unwrap();
+    std::fs::write(
+        &p,
+        "lora:\n  dropout: 0\ntraining:\n  gradient_checkpointing: false\n",
+    )
+    .unwrap();
+    assert_eq!(TrainConfig::from_file(&p).unwrap().hash(), off.hash());
+    std::fs::write(
+        &p,
+        "lora:\n  dropout: 0\ntraining:\n  gradient_checkpointing: true\n",
+    )
+    .unwrap();
+    let on = TrainConfig::from_file(&p).unwrap();
+    assert!(on.step_config(10).gradient_checkpointing);
+    assert_ne!(on.hash(), off.hash());
 }
 
 #[test]
@@ -27,9 +50,51 @@ fn bad_keys_and_values_are_named() {
         ("training:\n  batch_size: 0\n", "training.batch_size"),
         ("alpha:\n  schedule: sigmoid\n  width: 0\n", "alpha.width"),
         ("data: [1, 2\n", "c.yaml"),
+        (
+            "training:\n  gradient_checkpointing: true\n",
+            "training.gradient_checkpointing",
+        ),
     ] {
         std::fs::write(&p, text).unwrap();
         let e = TrainConfig::from_file(&p).unwrap_err().to_string();
         assert!(e.contains(want), "{text:?}: {e}");
     }
+}
+
+#[test]
+fn presets_lay_under_the_file_and_unknown_ones_are_named() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("fast.yaml");
+    std::fs::write(
+        &p,
+        "preset: fast\nmodel: m\ndata:\n  train: d.jsonl\nlora:\n  r: 16\n",
+    )
+    .unwrap();
+    let c = TrainConfig::from_file(&p).unwrap();
+    // From the preset…
+    assert_eq!(c.training.epochs, 1);
+    assert_eq!(c.data.max_seq_len, 1024);
+    assert_eq!(c.so8t.layer_indices, "spread:8");
+    assert_eq!(c.lora.alpha, 64.0);
+    assert_eq!(c.training.gradient_accumulation_steps, 16);
+    assert_eq!(c.training.base_dtype, "int8");
+    // …under the file's own values, and paths still relative to the file.
+    assert_eq!(c.lora.r, 16);
+    assert_eq!(c.model, t.path().join("m"));
+    let standard = t.path().join("standard.yaml");
+    std::fs::write(&standard, "preset: standard\n").unwrap();
+    let s = TrainConfig::from_file(&standard).unwrap();
+    assert_eq!(
+        (s.training.epochs, s.data.max_seq_len, s.lora.r),
+        (3, 2048, 64)
+    );
+    std::fs::write(&p, "preset: turbo\n").unwrap();
+    let e = TrainConfig::from_file(&p).unwrap_err().to_string();
+    assert!(
+        e.contains("turbo") && e.contains("fast") && e.contains("standard"),
+        "{e}"
+    );
+    std::fs::write(&p, "preset: fast\ntraining:\n  epoks: 2\n").unwrap();
+    let e = TrainConfig::from_file(&p).unwrap_err().to_string();
+    assert!(e.contains("epoks") && e.contains("epochs"), "{e}");
 }

@@ -1,6 +1,6 @@
 //! `so8t bake`: fold SO(8) gates (and LoRA) into o_proj, then check the result.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use so8t_model::bake::{bake, BakeOptions};
@@ -9,21 +9,25 @@ use so8t_model::TextTokenizer;
 /// `bake`.
 #[derive(clap::Args)]
 pub struct BakeArgs {
+    /// A finished training run: its `final/` gives the base model, gates, α, rotation map and
+    /// adapter (the other flags override).
+    #[arg(long, conflicts_with_all = ["model", "gates"])]
+    pub run: Option<PathBuf>,
     /// The base model folder.
-    #[arg(long)]
-    pub model: PathBuf,
+    #[arg(long, required_unless_present = "run")]
+    pub model: Option<PathBuf>,
     /// Gates file (`layers.{i}.generator` [H/8, 28]).
-    #[arg(long)]
-    pub gates: PathBuf,
+    #[arg(long, required_unless_present = "run")]
+    pub gates: Option<PathBuf>,
     /// Blend α.
-    #[arg(long)]
-    pub alpha: f64,
+    #[arg(long, required_unless_present = "run")]
+    pub alpha: Option<f64>,
     /// Layers to bake: `all` or a list (default: every layer in the gates file).
     #[arg(long)]
     pub layers: Option<String>,
-    /// Rotation map: exp or cayley.
-    #[arg(long, default_value = "exp")]
-    pub method: String,
+    /// Rotation map: exp or cayley (default: the run's, else exp).
+    #[arg(long)]
+    pub method: Option<String>,
     /// PEFT LoRA adapter folder, merged before the gates are folded.
     #[arg(long)]
     pub adapter: Option<PathBuf>,
@@ -41,12 +45,62 @@ const CHECK_PROMPTS: [&str; 3] = [
     "Rotation gates act on eight-dimensional blocks.",
 ];
 
+/// Fills the model, gates, α, rotation map and adapter from `RUN/final/bake.json`.
+fn from_run(a: &mut BakeArgs, run: &Path) -> Result<()> {
+    let fin = run.join("final");
+    let p = fin.join("bake.json");
+    let text = std::fs::read_to_string(&p).with_context(|| {
+        format!(
+            "{}: not a finished training run (resume it with `so8t train --auto-resume`)",
+            p.display()
+        )
+    })?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", p.display()))?;
+    let field = |k: &str| v.get(k).filter(|x| !x.is_null());
+    let base = field("base_model")
+        .and_then(|x| x.as_str())
+        .with_context(|| format!("{}: no base_model", p.display()))?;
+    let base = Path::new(base);
+    a.model = Some(if base.is_relative() {
+        run.join(base)
+    } else {
+        base.to_path_buf()
+    });
+    let gates = field("gates").and_then(|x| x.as_str()).with_context(|| {
+        format!(
+            "{}: the run trained no SO(8) gates: nothing to bake",
+            p.display()
+        )
+    })?;
+    a.gates = Some(fin.join(gates));
+    if a.alpha.is_none() {
+        a.alpha = field("alpha").and_then(|x| x.as_f64());
+    }
+    if a.method.is_none() {
+        a.method = field("method").and_then(|x| x.as_str()).map(String::from);
+    }
+    if a.adapter.is_none() {
+        a.adapter = field("adapter")
+            .and_then(|x| x.as_str())
+            .map(|d| fin.join(d));
+    }
+    Ok(())
+}
+
 /// Runs `bake`.
-pub fn run(a: BakeArgs) -> Result<()> {
+pub fn run(mut a: BakeArgs) -> Result<()> {
+    if let Some(r) = a.run.clone() {
+        from_run(&mut a, &r)?;
+    }
+    let (Some(model), Some(gates), Some(alpha)) = (a.model.clone(), a.gates.clone(), a.alpha)
+    else {
+        anyhow::bail!("--model, --gates and --alpha are needed (or --run DIR)");
+    };
     let check_prompts = if a.no_check {
         vec![]
     } else {
-        match TextTokenizer::from_dir(&a.model) {
+        match TextTokenizer::from_dir(&model) {
             Ok(t) => CHECK_PROMPTS
                 .iter()
                 .map(|p| t.encode(p, true))
@@ -58,19 +112,19 @@ pub fn run(a: BakeArgs) -> Result<()> {
         }
     };
     let opts = BakeOptions {
-        gates: a.gates.clone(),
-        alpha: a.alpha,
+        gates,
+        alpha,
         layers: a.layers.as_deref().map(str::parse).transpose()?,
-        method: a.method.parse()?,
+        method: a.method.as_deref().unwrap_or("exp").parse()?,
         adapter: a.adapter.clone(),
         check_prompts,
     };
     let report =
-        bake(&a.model, &a.out, &opts).with_context(|| format!("baking {}", a.model.display()))?;
+        bake(&model, &a.out, &opts).with_context(|| format!("baking {}", model.display()))?;
     eprintln!(
         "baked layers {:?} at alpha {} ({} LoRA adapters merged) into {}",
         report.layers,
-        a.alpha,
+        alpha,
         report.merged_adapters,
         a.out.display()
     );

@@ -7,6 +7,7 @@ pub mod model;
 pub mod pull;
 pub mod quickstart;
 pub mod train;
+pub mod train_status;
 
 use std::path::PathBuf;
 

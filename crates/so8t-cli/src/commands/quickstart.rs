@@ -2,11 +2,14 @@
 //!
 //! Creates the tiny Phi-3 model (random weights, BPE tokenizer trained on the embedded corpus,
 //! Phi-3.5 chat template); turns the bundled four-class sample into unified records, a split,
-//! /think chats and packed training rows; makes random SO(8) gates, chats with the gated model,
-//! bakes the gates into `o_proj` and shows that the baked model answers the same. Later stages
-//! (training, export, serving, evaluation) join this command as their issues land.
+//! /think chats and packed training rows; fine-tunes it (LoRA + SO(8) gates, α annealing, PET)
+//! in a run folder, chats with the trained model, bakes adapter and gates into a plain model and
+//! shows that it answers the same. Later stages (export, serving, evaluation) join this command
+//! as their issues land.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use anyhow::{ensure, Result};
 use candle_core::{DType, Device, Tensor};
@@ -19,6 +22,8 @@ use so8t_model::generate::{generate, GenerateRequest, SamplingParams};
 use so8t_model::init::{init_model, InitOptions, Preset};
 use so8t_model::so8::{RotationMethod, So8Gates};
 use so8t_model::{Arch, Message, Model, TextTokenizer};
+use so8t_train::config::TrainConfig;
+use so8t_train::run::{run as train, RunOptions, Session};
 
 /// `quickstart`.
 #[derive(clap::Args)]
@@ -26,9 +31,12 @@ pub struct QuickstartArgs {
     /// Working folder (created; reused files are overwritten).
     #[arg(long, default_value = "so8t-quickstart")]
     pub out: PathBuf,
-    /// Seed for weights and gates.
+    /// Seed for weights, adapters, gates and data order.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Optimizer steps of the training step.
+    #[arg(long, default_value_t = 30)]
+    pub train_steps: u64,
 }
 
 fn step(n: usize, what: &str) {
@@ -118,13 +126,64 @@ fn data_steps(out: &Path, model_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Step 5: SO8T fine-tuning (examples/train-tiny.yaml, shortened) in `run_dir`.
+fn train_steps(a: &QuickstartArgs, model_dir: &Path, run_dir: &Path) -> Result<Session> {
+    step(
+        5,
+        "train: LoRA + SO(8) gates with α annealing, CE + λ(phase)·PET + L_orth, checkpoints",
+    );
+    let mut cfg = TrainConfig::from_yaml(
+        include_str!("../../../../examples/train-tiny.yaml"),
+        Path::new("."),
+        "examples/train-tiny.yaml",
+    )?;
+    cfg.model = model_dir.to_path_buf();
+    cfg.data.train = a.out.join("data/think_train.jsonl");
+    cfg.training.max_steps = a.train_steps;
+    cfg.training.seed = a.seed;
+    cfg.validate()?;
+    // A run folder of an earlier quickstart with other settings is replaced.
+    if run_dir.exists() {
+        std::fs::remove_dir_all(run_dir)?;
+    }
+    let mut first = None;
+    let session = train(RunOptions {
+        config: cfg,
+        run_dir: run_dir.to_path_buf(),
+        stop_after: None,
+        interrupt: Arc::new(AtomicBool::new(false)),
+        on_step: Some(Box::new(move |m, s| {
+            let f = *first.get_or_insert(m.loss);
+            if m.step == 1 || m.step % 10 == 0 || m.step == s.total_steps {
+                eprintln!(
+                    "   step {:>3}/{}: loss {:.4} (first {f:.4}) ce {:.4} α {:.3} λ {:.2} ({})",
+                    m.step,
+                    s.total_steps,
+                    m.loss,
+                    m.ce,
+                    m.alpha,
+                    m.pet_lambda,
+                    m.phase.as_str()
+                );
+            }
+        })),
+    })?;
+    eprintln!(
+        "   {} at step {}, best loss {:.4}; see `so8t train status {dir}`",
+        session.status.as_str(),
+        session.step,
+        session.best_loss.unwrap_or(f64::NAN),
+        dir = run_dir.display()
+    );
+    Ok(session)
+}
+
 /// Runs `quickstart`.
 pub fn run(a: QuickstartArgs) -> Result<()> {
     let model_dir = a.out.join("model");
-    let gates_path = a.out.join("gates.safetensors");
     let baked_dir = a.out.join("baked");
     let dev = Device::Cpu;
-    let alpha = (5f64.sqrt() - 1.0) / 2.0; // φ⁻¹ ≈ 0.618, between the schedule's ends
+    let alpha = so8t_train::schedule::PHI_INV_SQ;
 
     step(
         1,
@@ -148,29 +207,29 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
 
     data_steps(&a.out, &model_dir)?;
 
-    step(
-        5,
-        "SO(8) gates on every layer (init scale 0.3 so that they visibly act)",
-    );
-    let layers: Vec<usize> = (0..cfg.num_hidden_layers).collect();
-    let gates = So8Gates::random(
-        &layers,
+    let run_dir = a.out.join("run");
+    train_steps(&a, &model_dir, &run_dir)?;
+    let bake_info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("final/bake.json"))?)?;
+    let alpha = bake_info["alpha"].as_f64().unwrap_or(alpha);
+    let gates = So8Gates::load(
+        &run_dir.join("final/gates.safetensors"),
         cfg.attn_out_dim(),
-        0.3,
-        a.seed,
-        RotationMethod::Exp,
+        cfg.num_hidden_layers,
         &dev,
     )?;
-    gates.save(&gates_path)?;
     for (l, d) in gates.diagnostics()? {
         eprintln!(
-            "   layer {l}: max|RᵀR − I| = {:.1e}, max|det R − 1| = {:.1e}",
+            "   trained gate of layer {l}: max|RᵀR − I| = {:.1e}, max|det R − 1| = {:.1e}",
             d.max_orth_err, d.max_det_err
         );
     }
-
-    step(6, "chat with the gated model (greedy)");
-    let model = Model::load(&model_dir, DType::F32, &dev)?;
+    step(
+        6,
+        "chat with the trained model: gates at the final α, LoRA adapter (greedy)",
+    );
+    let mut model = Model::load(&model_dir, DType::F32, &dev)?;
+    so8t_model::lora::load(&mut model, &run_dir.join("final/adapter"))?;
     let tok = TextTokenizer::from_dir(&model_dir)?;
     let mats = gates.matrices(&Tensor::new(alpha as f32, &dev)?, cfg.num_hidden_layers)?;
     let msgs = [
@@ -192,21 +251,21 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
     };
     let gated = chat(&model, Some(&mats))?;
     eprintln!(
-        "   {} prompt tokens -> {:?} (random weights: the text is noise)",
+        "   {} prompt tokens -> {:?} (a tiny random model after a few steps: still noise)",
         prompt.len(),
         gated.text
     );
 
-    step(7, "bake the gates into o_proj");
+    step(7, "bake: merge the adapter and fold the gates into o_proj");
     let report = bake(
         &model_dir,
         &baked_dir,
         &BakeOptions {
-            gates: gates_path.clone(),
+            gates: run_dir.join("final/gates.safetensors"),
             alpha,
             layers: None,
             method: RotationMethod::Exp,
-            adapter: None,
+            adapter: Some(run_dir.join("final/adapter")),
             check_prompts: vec![prompt.clone()],
         },
     )?;

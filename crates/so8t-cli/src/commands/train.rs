@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use so8t_train::config::TrainConfig;
-use so8t_train::run::{run, RunOptions, Session};
+use so8t_train::run::{run, RunOptions};
 
 /// `train`.
 #[derive(clap::Args)]
@@ -33,23 +33,20 @@ pub struct TrainArgs {
 
 #[derive(clap::Subcommand)]
 enum TrainSub {
-    /// Print a run's session (status, step, best loss, last checkpoint) as JSON.
+    /// Print a run's status: session, progress, last step, checkpoints, phase transitions.
     Status {
         /// The run folder.
         run_dir: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
 /// Runs `train`.
 pub fn run_cmd(a: TrainArgs) -> Result<()> {
-    if let Some(TrainSub::Status { run_dir }) = a.sub {
-        let p = run_dir.join("session.json");
-        let s: Session = serde_json::from_str(
-            &std::fs::read_to_string(&p).with_context(|| format!("{}", p.display()))?,
-        )
-        .with_context(|| format!("{}: not a session file", p.display()))?;
-        println!("{}", serde_json::to_string_pretty(&s)?);
-        return Ok(());
+    if let Some(TrainSub::Status { run_dir, json }) = a.sub {
+        return super::train_status::status(&run_dir, json);
     }
     let Some(config) = a.config else {
         bail!("--config FILE is required (or `so8t train status RUN_DIR`)");
@@ -116,7 +113,7 @@ pub fn run_cmd(a: TrainArgs) -> Result<()> {
     bar.finish_and_clear();
     eprintln!(
         "{} at step {}/{} (best loss {}); run folder {}",
-        session.status,
+        session.status.as_str(),
         session.step,
         session.total_steps,
         session.best_loss.map_or("-".into(), |b| format!("{b:.4}")),

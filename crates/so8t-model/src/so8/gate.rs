@@ -44,15 +44,27 @@ pub enum LayerSelection {
     All,
     /// These layer indices.
     List(Vec<usize>),
+    /// `spread:K`: K layers evenly spread over the depth, the last layer included (for 32
+    /// layers and K = 8: 3, 7, 11, …, 31).
+    Spread(usize),
 }
 
 impl std::str::FromStr for LayerSelection {
     type Err = Error;
-    /// Parses `all` or a comma-separated list such as `0,1,5` (ranges `2-4` allowed).
+    /// Parses `all`, `spread:K`, or a comma-separated list such as `0,1,5` (ranges `2-4`
+    /// allowed).
     fn from_str(s: &str) -> Result<Self> {
         let s = s.trim();
         if s.eq_ignore_ascii_case("all") {
             return Ok(Self::All);
+        }
+        if let Some(k) = s.strip_prefix("spread:") {
+            return match k.trim().parse::<usize>() {
+                Ok(k) if k > 0 => Ok(Self::Spread(k)),
+                _ => Err(Error::Gate(format!(
+                    "layer selection {s:?}: spread:K needs a count K ≥ 1"
+                ))),
+            };
         }
         let mut out = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -83,6 +95,10 @@ impl LayerSelection {
         let mut v = match self {
             Self::All => (0..num_layers).collect(),
             Self::List(l) => l.clone(),
+            Self::Spread(k) => {
+                let k = (*k).min(num_layers);
+                (1..=k).map(|i| i * num_layers / k - 1).collect()
+            }
         };
         v.sort_unstable();
         v.dedup();

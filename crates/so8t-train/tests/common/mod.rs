@@ -53,6 +53,7 @@ pub fn step_config(total: u64) -> StepConfig {
         grad_clip: Some(1.0),
         total_steps: total,
         seed: 7,
+        gradient_checkpointing: false,
     }
 }
 

@@ -1,0 +1,117 @@
+//! Gradient checkpointing: the loss and gradients of one micro-batch with each decoder layer
+//! recomputed in the backward pass, so only the layers' inputs are kept instead of every
+//! activation of the graph.
+//!
+//! candle's autograd starts from a scalar, so the backward pass is a chain of vector-Jacobian
+//! products (as `torch.utils.checkpoint` does it):
+//!
+//! 1. forward every layer on a detached input (no graph kept), storing that input;
+//! 2. from a `Var` made of the last layer's output, run the top (final norm → logits → CE and
+//!    PET) with tracking and backward it: the gradient of that `Var` is `g_L`;
+//! 3. for each layer `l` from the top, recompute it with tracking from a `Var` of its input and
+//!    backward `sum(out · g_{l+1})` (`g_{l+1}` detached): that gives `g_l` and the gradients of
+//!    the layer's LoRA matrices and of its gate generator, which are added to the result;
+//! 4. backward L_orth on its own.
+//!
+//! The layer's SO(8) blend matrix is rebuilt inside its tracked recompute, so each generator
+//! receives its layer's gradient exactly once. LoRA dropout would draw a new mask in the
+//! recompute; the trainer refuses checkpointing with `lora.dropout > 0`.
+
+use candle_core::backprop::GradStore;
+use candle_core::{Tensor, Var};
+use so8t_model::so8::{blend, rotations};
+use so8t_model::Forward;
+
+use crate::batch::Batch;
+use crate::error::Result;
+use crate::step::{add_grads, LossValues, Trainer};
+
+/// The loss values of micro-batch `b` at step `t` and the gradients of `loss / n` with respect
+/// to the trainer's variables, computed with per-layer recomputation. Equal (up to float
+/// rounding) to `Trainer::losses` followed by `backward`.
+pub(crate) fn checkpointed_grads(
+    tr: &Trainer,
+    b: &Batch,
+    t: u64,
+    n: f64,
+) -> Result<(LossValues, GradStore)> {
+    let model = &tr.model;
+    let vars = tr.opt.vars();
+    let alpha = tr.alpha(t)?;
+    let fw = Forward {
+        attention_mask: Some(&b.attention_mask),
+        train: true,
+        segments: b.segments.as_deref(),
+        ..Default::default()
+    };
+    let prep = model.prepare(&b.input_ids, &fw)?;
+    let n_layers = model.layers.len();
+
+    // 1. Forward without a graph, keeping each layer's input.
+    let fwd_gates: Vec<Option<Tensor>> = match tr.gate_matrices(t)? {
+        Some(m) => m
+            .layers
+            .iter()
+            .map(|g| g.as_ref().map(Tensor::detach))
+            .collect(),
+        None => vec![None; n_layers],
+    };
+    let mut inputs = Vec::with_capacity(n_layers);
+    let mut x = prep.x0.detach();
+    for (l, gate) in fwd_gates.iter().enumerate() {
+        let out = model.layer_forward(l, &x, &prep, gate.as_ref(), true)?;
+        inputs.push(x);
+        x = out.detach();
+    }
+
+    // 2. The top, tracked from the last layer's output.
+    let top = Var::from_tensor(&x)?;
+    drop(x);
+    let hidden = model.final_norm(top.as_tensor(), true)?;
+    let (head, ce, pet) = tr.head_losses(&hidden, b, t)?;
+    let orth = tr.orth_loss()?;
+    let values = LossValues::of(
+        &tr.add_orth(head.clone(), orth.as_ref())?,
+        &ce,
+        pet.as_ref(),
+        orth.as_ref(),
+    )?;
+    let mut store = (head / n)?.backward()?;
+    drop((hidden, ce, pet));
+    let mut grad_out = take_grad(&mut store, &top)?;
+    let mut acc = Some(store);
+
+    // 3. Each layer from the top: recompute with tracking, vector-Jacobian product.
+    for l in (0..n_layers).rev() {
+        let input = inputs.pop().expect("one input per layer");
+        let xin = Var::from_tensor(&input)?;
+        drop(input);
+        let gate = match &tr.gates {
+            Some(g) => match g.generators.get(&l) {
+                Some(gen) => Some(blend(&rotations(gen, g.method)?, &alpha)?),
+                None => None,
+            },
+            None => None,
+        };
+        let out = model.layer_forward(l, xin.as_tensor(), &prep, gate.as_ref(), true)?;
+        let mut store = (out * &grad_out)?.sum_all()?.backward()?;
+        if l > 0 {
+            grad_out = take_grad(&mut store, &xin)?;
+        }
+        add_grads(&mut acc, store, vars)?;
+    }
+
+    // 4. L_orth.
+    if let Some(o) = orth {
+        add_grads(&mut acc, (o / n)?.backward()?, vars)?;
+    }
+    Ok((values, acc.expect("the top's gradients")))
+}
+
+/// Removes and returns the gradient of `v` from `store` (zeros if the loss does not depend on it).
+fn take_grad(store: &mut GradStore, v: &Var) -> Result<Tensor> {
+    match store.remove(v.as_tensor()) {
+        Some(g) => Ok(g),
+        None => Ok(v.as_tensor().zeros_like()?),
+    }
+}
