@@ -96,7 +96,13 @@ impl AdamW {
                 None => ((&g * (1.0 - c.beta1))?, (g.sqr()? * (1.0 - c.beta2))?),
             };
             let p = var.as_tensor().to_dtype(DType::F32)?;
-            let p = (p * (1.0 - lr * c.weight_decay))?;
+            // A decay would pull the learned α's logit toward 0, i.e. α toward ½.
+            let decay = if name == crate::step::ALPHA_LOGIT {
+                0.0
+            } else {
+                c.weight_decay
+            };
+            let p = (p * (1.0 - lr * decay))?;
             let denom = ((&v / bc2)?.sqrt()? + c.eps)?;
             let upd = ((&m / bc1)? / denom)?;
             let p = (p - (upd * lr)?)?;

@@ -11,7 +11,7 @@
 //! 3. for each layer `l` from the top, recompute it with tracking from a `Var` of its input and
 //!    backward `sum(out · g_{l+1})` (`g_{l+1}` detached): that gives `g_l` and the gradients of
 //!    the layer's LoRA matrices and of its gate generator, which are added to the result;
-//! 4. backward L_orth on its own.
+//! 4. backward L_orth (and a learned α's pull) on its own.
 //!
 //! The layer's SO(8) blend matrix is rebuilt inside its tracked recompute, so each generator
 //! receives its layer's gradient exactly once. LoRA dropout would draw a new mask in the
@@ -101,9 +101,12 @@ pub(crate) fn checkpointed_grads(
         add_grads(&mut acc, store, vars)?;
     }
 
-    // 4. L_orth.
+    // 4. L_orth and the learned α's pull.
     if let Some(o) = orth {
         add_grads(&mut acc, (o / n)?.backward()?, vars)?;
+    }
+    if let Some(p) = tr.pull_loss()? {
+        add_grads(&mut acc, (p / n)?.backward()?, vars)?;
     }
     Ok((values, acc.expect("the top's gradients")))
 }

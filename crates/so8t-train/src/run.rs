@@ -272,9 +272,7 @@ fn write_final(dir: &Path, trainer: &Trainer, cfg: &TrainConfig, session: &Sessi
         serde_yaml_ng::to_string(cfg).map_err(|e| Error::invalid("config", e.to_string()))?;
     so8t_model::io::write_string_atomic(&out.join("config.yaml"), &resolved)?;
     // The α of the last optimizer step (t = T − 1): what the gates were trained with at the end.
-    let alpha_end = cfg
-        .alpha
-        .value(session.total_steps.saturating_sub(1), session.total_steps);
+    let alpha_end = trainer.alpha_value(session.total_steps.saturating_sub(1))?;
     let card = format!(
         "# SO8T fine-tune\n\nBase model: `{}`\n\nSteps: {} · best loss: {}\n\n\
          - `gates.safetensors`: SO(8) generators (bake with α = {alpha_end:.6})\n\

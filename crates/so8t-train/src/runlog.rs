@@ -191,7 +191,7 @@ impl RunLog {
             loss_smooth: Some(obs.smooth),
             in_transition: obs.in_transition,
             system,
-            extra: None,
+            extra: (m.alpha_pull != 0.0).then(|| json!({ "alpha_pull": m.alpha_pull })),
         };
         self.store.record_step(&self.session, &row)?;
         if let Some(t) = &obs.closed {

@@ -93,6 +93,8 @@ pub struct StepMetrics {
     pub orth: f64,
     /// α used.
     pub alpha: f64,
+    /// The learned α's pull λ_α·(α − target)² (0 for scheduled α).
+    pub alpha_pull: f64,
     /// Learning rate used.
     pub lr: f64,
     /// Gradient norm before clipping.
@@ -109,6 +111,8 @@ pub struct Trainer {
     pub model: Model,
     /// The gates (generators are the optimizer's variables), if enabled.
     pub gates: Option<So8Gates>,
+    /// With `alpha.schedule: learned`: the logit a of α = σ(a) (the optimizer's `alpha.logit`).
+    pub alpha_logit: Option<Var>,
     /// Settings.
     pub cfg: StepConfig,
     /// The optimizer (its variables: LoRA A/B by PEFT name, `gates.{layer}`).
@@ -117,6 +121,9 @@ pub struct Trainer {
 
 /// The loss terms of one micro-batch: (total, ce, λ·pet, orth).
 pub type Losses = (Tensor, Tensor, Option<Tensor>, Option<Tensor>);
+
+/// The optimizer's name of the learned α's logit (never weight-decayed).
+pub const ALPHA_LOGIT: &str = "alpha.logit";
 
 /// Why gradient checkpointing refuses LoRA dropout.
 const CHECKPOINTING_DROPOUT: &str = "needs lora.dropout: 0 (the recomputed forward pass would \
@@ -193,13 +200,15 @@ impl Trainer {
                 CHECKPOINTING_DROPOUT,
             ));
         }
-        if cfg.alpha.is_learned() {
-            return Err(Error::invalid(
-                "alpha.schedule",
-                "`learned` is not supported by the trainer yet; use sigmoid, linear or constant",
-            ));
-        }
         let mut vars = BTreeMap::new();
+        let alpha_logit = match cfg.alpha.init_logit() {
+            Some(a) if cfg.gates.enabled => {
+                let v = Var::new(a as f32, model.device())?;
+                vars.insert(ALPHA_LOGIT.to_string(), v.clone());
+                Some(v)
+            }
+            _ => None,
+        };
         if let Some(l) = &cfg.lora {
             vars.extend(attach(&mut model, l, cfg.seed)?);
         }
@@ -235,6 +244,7 @@ impl Trainer {
         Ok(Self {
             model,
             gates,
+            alpha_logit,
             cfg,
             opt,
         })
@@ -259,10 +269,31 @@ impl Trainer {
         Ok((self.add_orth(loss, orth.as_ref())?, ce, pet, orth))
     }
 
-    /// α(t) as a scalar tensor on the model's device.
+    /// α(t) as a scalar tensor on the model's device: the schedule's value, or σ(a) (tracked)
+    /// when α is learned.
     pub(crate) fn alpha(&self, t: u64) -> Result<Tensor> {
-        let alpha = self.cfg.alpha.value(t, self.cfg.total_steps);
-        Ok(Tensor::new(alpha as f32, self.model.device())?)
+        match &self.alpha_logit {
+            Some(a) => Ok((a.as_tensor().neg()?.exp()? + 1.0)?.recip()?),
+            None => {
+                let alpha = self.cfg.alpha.value(t, self.cfg.total_steps);
+                Ok(Tensor::new(alpha as f32, self.model.device())?)
+            }
+        }
+    }
+
+    /// α at optimizer step `t` as a number (learned: the current σ(a)).
+    pub fn alpha_value(&self, t: u64) -> Result<f64> {
+        scalar(&self.alpha(t)?)
+    }
+
+    /// The learned α's pull λ_α·(α − target)² (None unless α is learned with a pull > 0).
+    pub(crate) fn pull_loss(&self) -> Result<Option<Tensor>> {
+        match (&self.alpha_logit, &self.cfg.alpha) {
+            (Some(_), AlphaSchedule::Learned { target, pull, .. }) if *pull > 0.0 => {
+                Ok(Some(((self.alpha(0)? - *target)?.sqr()? * *pull)?))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// The gates' blend matrices at step `t` (tracked: they depend on the generators).
@@ -310,12 +341,16 @@ impl Trainer {
         }
     }
 
-    /// `loss + orth` in the loss's dtype.
+    /// `loss + orth` (+ the learned α's pull) in the loss's dtype.
     pub(crate) fn add_orth(&self, loss: Tensor, orth: Option<&Tensor>) -> Result<Tensor> {
-        Ok(match orth {
+        let mut loss = match orth {
             Some(o) => (&loss + o.to_dtype(loss.dtype())?)?,
             None => loss,
-        })
+        };
+        if let Some(p) = self.pull_loss()? {
+            loss = (&loss + p.to_dtype(loss.dtype())?)?;
+        }
+        Ok(loss)
     }
 
     /// The loss terms averaged over `micro` batches at optimizer step `t` and the gradients of
@@ -351,6 +386,9 @@ impl Trainer {
     /// One optimizer step over `micro` batches (gradient accumulation: their losses averaged).
     pub fn step(&mut self, micro: &[Batch]) -> Result<StepMetrics> {
         let t = self.opt.step;
+        // α and its pull as used by this step (before the update moves a learned α).
+        let alpha = self.alpha_value(t)?;
+        let alpha_pull = self.cfg.alpha.pull_penalty(alpha);
         let (v, mut grads) = self.gradients(micro, t)?;
         let tokens = micro.iter().map(|b| b.tokens).sum();
         let targets = micro.iter().map(|b| b.targets).sum();
@@ -376,7 +414,8 @@ impl Trainer {
             },
             phase: pet_cfg.phase(t, self.cfg.total_steps),
             orth: v.orth,
-            alpha: self.cfg.alpha.value(t, self.cfg.total_steps),
+            alpha,
+            alpha_pull,
             lr,
             grad_norm,
             tokens,
