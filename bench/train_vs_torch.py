@@ -2,10 +2,14 @@
 """Training tokens/s and peak RSS of `so8t train` beside PyTorch (transformers + peft), same model,
 same rows, same config, same thread count, interleaved runs, medians as a Markdown table.
 
+The rows: the bundled sample's chats are longer than 256 tokens (so8t drops a chat whose `分類:`
+line does not fit), so this script writes short synthetic /think-style chats (`CHATS` below, 60–200
+tokens each) that so8t tokenizes and packs into rows of at most 256 tokens.
+
 Config on both sides: SmolLM2-135M-Instruct in f32, LoRA r=16 (alpha 32, no dropout) on every
 projection, an SO(8) gate on every layer (PyTorch: a forward pre-hook on o_proj), CE + λ·PET +
-L_orth, AdamW, batch 1 of packed 256-token rows. so8t tokenizes the bundled sample (the rows land
-in its run folder) and the PyTorch side trains on exactly those rows (bench/torch_train.py).
+L_orth, AdamW, batch 1 of packed 256-token rows. so8t tokenizes the chats (the rows land in its run
+folder) and the PyTorch side trains on exactly those rows (bench/torch_train.py).
 
   python bench/train_vs_torch.py --so8t target/release/so8t --model /tmp/so8t-peers/models/smollm2-hf \
       --torch-python /tmp/peers/venv-torch/bin/python [--threads 2] [--steps 20] [--runs 2]
@@ -26,7 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 CONFIG = """model: {model}
 data:
-  train: builtin:sample
+  train: {chats}
   max_seq_len: {seq}
   packing: true
 so8t:
@@ -53,6 +57,31 @@ checkpoint:
   every_steps: 0
   every_minutes: 0
 """
+
+
+TOPICS = ["convert 68 degrees Fahrenheit to Celsius", "center a div with CSS", "sort a list in Python",
+          "write a polite e-mail declining a meeting", "explain what a hash table is",
+          "plan a three-day trip to Kyoto", "compute 17 times 23", "summarize the water cycle",
+          "choose a name for a bakery", "fix a flat bicycle tyre", "learn the basics of chess",
+          "explain compound interest"]
+CLASSES = ["ALLOW", "ESCALATION", "DENY", "REFUSE"]
+
+
+def write_chats(path, n=96):
+    """Deterministic short chats in the OpenAI `messages` format with a `分類:` line."""
+    with open(path, "w") as f:
+        for i in range(n):
+            topic = TOPICS[i % len(TOPICS)]
+            cls = CLASSES[i % len(CLASSES)]
+            steps = " ".join(f"Step {k + 1}: think about part {k + 1} of how to {topic} and check it."
+                             for k in range(1 + i % 7))
+            msgs = [{"role": "system", "content": "Think inside <think-task>, classify the request, "
+                                                  "then answer inside <final> starting with 分類."},
+                    {"role": "user", "content": f"Request {i}: please tell me how to {topic}."},
+                    {"role": "assistant", "content": f"<think-task>The user wants to {topic}. {steps}"
+                                                     f"</think-task><final>分類: {cls}\nHere is how to {topic}: "
+                                                     f"{steps}</final>"}]
+            f.write(json.dumps({"id": f"bench{i:03d}", "messages": msgs}, ensure_ascii=False) + "\n")
 
 
 def run_measured(cmd, env=None):
@@ -83,7 +112,7 @@ def so8t_once(a, work, ckpt):
     run_dir = os.path.join(work, f"run-{time.time_ns()}")
     cfg = os.path.join(work, "train.yaml")
     with open(cfg, "w") as f:
-        f.write(CONFIG.format(model=a.model, seq=a.seq, rank=a.rank, alpha=2 * a.rank,
+        f.write(CONFIG.format(model=a.model, chats=os.path.join(work, "chats.jsonl"), seq=a.seq, rank=a.rank, alpha=2 * a.rank,
                               steps=a.warmup + a.steps, ckpt="true" if ckpt else "false"))
     _, rss = run_measured([a.so8t, "--threads", str(a.threads), "train", "--config", cfg, "--run-dir", run_dir])
     lines = [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl"))]
@@ -120,6 +149,7 @@ def main():
                     help="also run so8t with gradient checkpointing")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="so8t-train-bench-")
+    write_chats(os.path.join(work, "chats.jsonl"))
     res = {"so8t": [], "PyTorch (transformers + peft)": []}
     if a.with_checkpointing:
         res["so8t, gradient checkpointing"] = []

@@ -16,7 +16,7 @@ data:
 lora:
   r: 4
   alpha: 8
-  dropout: 0.0
+  dropout: 0.1
   target_modules: [qkv_proj, o_proj]
 optimizer:
   lr: 5.0e-3

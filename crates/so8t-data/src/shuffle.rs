@@ -47,13 +47,7 @@ impl SplitMix64 {
     }
 }
 
-/// The SplitMix64 output function: a bijective 64-bit mixer (also usable as a hash finalizer).
-pub fn mix64(x: u64) -> u64 {
-    let mut z = x;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+pub use so8t_model::dropout::mix64;
 
 /// Shuffles `items` in place (Fisher–Yates, driven by [`SplitMix64`] seeded with `seed`).
 /// The same seed and length always give the same permutation.

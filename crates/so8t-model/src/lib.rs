@@ -17,6 +17,7 @@ pub mod bake;
 mod cache;
 mod chat_template;
 mod config;
+pub mod dropout;
 mod error;
 pub mod generate;
 pub mod hub;

@@ -130,7 +130,8 @@ impl Linear {
         self.weight.dims()[0]
     }
 
-    /// Applies the layer to `x` [.., in]. `train` enables LoRA dropout.
+    /// Applies the layer to `x` [.., in]. `train` enables LoRA dropout (seeded inside
+    /// [`crate::dropout::with_seed`]).
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let inp = *dims.last().unwrap_or(&0);
@@ -153,7 +154,7 @@ impl Linear {
         }
         if let Some(l) = &self.lora {
             let xin = if train && l.dropout > 0.0 {
-                candle_nn::ops::dropout(&x2, l.dropout)?
+                crate::dropout::dropout(&x2, l.dropout, crate::dropout::key(&self.name))?
             } else {
                 x2.clone()
             };

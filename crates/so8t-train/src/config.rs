@@ -174,8 +174,7 @@ pub struct TrainingSection {
     /// serialized config when `same`, so the hash of a config without it does not change.
     #[serde(skip_serializing_if = "is_same")]
     pub base_dtype: String,
-    /// Recompute each decoder layer in the backward pass (less memory, same gradients; needs
-    /// `lora.dropout: 0`). Left out of the serialized config when false, so the hash of a
+    /// Recompute each decoder layer in the backward pass (less memory, same gradients). Left out of the serialized config when false, so the hash of a
     /// config without it does not change.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub gradient_checkpointing: bool,
@@ -320,16 +319,6 @@ impl TrainConfig {
         }
         if self.lora.enabled && self.lora.r == 0 {
             return Err(Error::invalid("lora.r", "must be at least 1"));
-        }
-        if t.gradient_checkpointing && self.lora.enabled && self.lora.dropout > 0.0 {
-            return Err(Error::invalid(
-                "training.gradient_checkpointing",
-                format!(
-                    "needs lora.dropout: 0 (it is {}); the recomputed forward pass would draw a \
-                     different dropout mask",
-                    self.lora.dropout
-                ),
-            ));
         }
         if !BASE_DTYPES.contains(&t.base_dtype.as_str()) {
             return Err(Error::invalid(

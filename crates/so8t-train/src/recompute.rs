@@ -14,8 +14,8 @@
 //! 4. backward L_orth (and a learned α's pull) on its own.
 //!
 //! The layer's SO(8) blend matrix is rebuilt inside its tracked recompute, so each generator
-//! receives its layer's gradient exactly once. LoRA dropout would draw a new mask in the
-//! recompute; the trainer refuses checkpointing with `lora.dropout > 0`.
+//! receives its layer's gradient exactly once. LoRA dropout draws the same masks in the
+//! recompute: they are a function of the step's dropout seed, the layer and the element.
 
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
+use so8t_model::dropout::{self, mix64};
 use so8t_model::lora::{attach, LoraConfig};
 use so8t_model::loss::shifted_cross_entropy;
 use so8t_model::so8::{GateMatrices, LayerSelection, RotationMethod, So8Gates};
@@ -125,10 +126,6 @@ pub type Losses = (Tensor, Tensor, Option<Tensor>, Option<Tensor>);
 /// The optimizer's name of the learned α's logit (never weight-decayed).
 pub const ALPHA_LOGIT: &str = "alpha.logit";
 
-/// Why gradient checkpointing refuses LoRA dropout.
-const CHECKPOINTING_DROPOUT: &str = "needs lora.dropout: 0 (the recomputed forward pass would \
-     draw a different dropout mask, so its gradients would not match the loss)";
-
 /// Loss terms as numbers (absent terms are 0).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct LossValues {
@@ -192,13 +189,6 @@ impl Trainer {
         cfg.alpha.validate()?;
         if let Some(p) = &cfg.pet {
             p.validate()?;
-        }
-        let dropout = cfg.lora.as_ref().map(|l| l.lora_dropout).unwrap_or(0.0);
-        if cfg.gradient_checkpointing && dropout > 0.0 {
-            return Err(Error::invalid(
-                "training.gradient_checkpointing",
-                CHECKPOINTING_DROPOUT,
-            ));
         }
         let mut vars = BTreeMap::new();
         let alpha_logit = match cfg.alpha.init_logit() {
@@ -366,14 +356,19 @@ impl Trainer {
         let n = micro.len() as f64;
         let mut grads = None;
         let mut sum = LossValues::default();
-        for b in micro {
-            let (v, g) = if self.cfg.gradient_checkpointing {
-                checkpointed_grads(self, b, t, n)?
-            } else {
-                let (loss, ce, pet, orth) = self.losses(b, t)?;
-                let v = LossValues::of(&loss, &ce, pet.as_ref(), orth.as_ref())?;
-                (v, (loss / n)?.backward()?)
-            };
+        for (i, b) in micro.iter().enumerate() {
+            // LoRA dropout masks are a function of (seed, step, micro-batch): a resumed run and
+            // a recomputed layer draw the same ones.
+            let seed = mix64(self.cfg.seed ^ mix64(t.wrapping_mul(1 << 20) ^ i as u64));
+            let (v, g) = dropout::with_seed(seed, || -> Result<_> {
+                Ok(if self.cfg.gradient_checkpointing {
+                    checkpointed_grads(self, b, t, n)?
+                } else {
+                    let (loss, ce, pet, orth) = self.losses(b, t)?;
+                    let v = LossValues::of(&loss, &ce, pet.as_ref(), orth.as_ref())?;
+                    (v, (loss / n)?.backward()?)
+                })
+            })?;
             sum.loss += v.loss / n;
             sum.ce += v.ce / n;
             sum.pet += v.pet / n;

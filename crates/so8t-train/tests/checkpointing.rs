@@ -37,8 +37,13 @@ fn config(checkpointing: bool) -> StepConfig {
 /// A trainer whose LoRA B matrices are set to seeded random values (at init they are zero,
 /// which would leave every A gradient zero and untested).
 fn trainer(model_dir: &Path, checkpointing: bool) -> Trainer {
+    trainer_with(model_dir, config(checkpointing))
+}
+
+/// [`trainer`] with another config.
+fn trainer_with(model_dir: &Path, cfg: StepConfig) -> Trainer {
     let model = Model::load(model_dir, DType::F32, &Device::Cpu).unwrap();
-    let tr = Trainer::new(model, config(checkpointing)).unwrap();
+    let tr = Trainer::new(model, cfg).unwrap();
     for (i, (name, v)) in tr.opt.vars().iter().enumerate() {
         if name.ends_with("lora_B.weight") {
             let n = v.as_tensor().elem_count();
@@ -168,16 +173,27 @@ fn training_follows_the_same_trajectory() {
 }
 
 #[test]
-fn lora_dropout_is_refused() {
+fn lora_dropout_draws_the_same_masks_in_the_recompute_and_on_replay() {
     let dir = tempfile::tempdir().unwrap();
-    let model = Model::load(&tiny_model(dir.path()), DType::F32, &Device::Cpu).unwrap();
-    let mut cfg = config(true);
-    if let Some(l) = cfg.lora.as_mut() {
-        l.lora_dropout = 0.05;
-    }
-    let e = Trainer::new(model, cfg).err().expect("refused").to_string();
+    let model_dir = tiny_model(dir.path());
+    let with = |ckpt: bool, p: f64| {
+        let mut c = config(ckpt);
+        c.lora.as_mut().unwrap().lora_dropout = p;
+        trainer_with(&model_dir, c)
+    };
+    let micro = [pattern_batch(40, 25), pattern_batch(24, 9)];
+    let plain = with(false, 0.3);
+    let ckpt = with(true, 0.3);
+    let (lp, gp) = plain.gradients(&micro, 4).unwrap();
+    let (lc, gc) = ckpt.gradients(&micro, 4).unwrap();
     assert!(
-        e.contains("training.gradient_checkpointing") && e.contains("lora.dropout"),
-        "{e}"
+        (lp.loss - lc.loss).abs() <= 1e-6 * lp.loss.abs(),
+        "{lp:?} vs {lc:?}"
     );
+    assert_same_grads((&plain, &gp), (&ckpt, &gc), "dropout 0.3");
+    // The masks are real (the loss differs from no dropout), fixed for a step, new per step.
+    let none = with(false, 0.0).gradients(&micro, 4).unwrap().0.loss;
+    assert!((lp.loss - none).abs() > 1e-6, "{} vs {none}", lp.loss);
+    assert_eq!(plain.gradients(&micro, 4).unwrap().0, lp);
+    assert_ne!(plain.gradients(&micro, 5).unwrap().0.loss, lp.loss);
 }
