@@ -430,3 +430,39 @@ fn a_full_disk_fails_clearly_and_keeps_the_previous_checkpoint() {
     ]);
     assert_same_run(&a, &back, "after a full disk");
 }
+
+/// Without `--run-dir` a run lives in `runs/<config name>-<hash>` and `--auto-resume` finds the
+/// unfinished run of the same config there.
+#[test]
+fn auto_resume_finds_the_run_of_the_config() {
+    let t = tempfile::tempdir().unwrap();
+    let cfg = t.path().join("tiny.yaml");
+    std::fs::write(&cfg, CONFIG).unwrap();
+    let run = |args: &[&str]| {
+        let o = assert_cmd::Command::cargo_bin("so8t")
+            .unwrap()
+            .current_dir(t.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    run(&["train", "--config", "tiny.yaml", "--stop-after", "2"]);
+    let runs: Vec<_> = std::fs::read_dir(t.path().join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(runs.len(), 1);
+    let name = runs[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.starts_with("tiny-") && name.len() == "tiny-".len() + 8,
+        "{name}"
+    );
+    let out = run(&["train", "--config", "tiny.yaml", "--auto-resume"]);
+    assert!(out.contains("\"completed\""), "{out}");
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&["train", "status", "--json", s(&runs[0])])).unwrap();
+    assert_eq!(v["session"]["resumed_from_step"], 2);
+    assert_eq!(v["session"]["step"], 6);
+}
