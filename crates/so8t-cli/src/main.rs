@@ -37,6 +37,12 @@ enum Command {
     Pull(commands::pull::PullArgs),
     /// Fine-tune with SO(8) gates, LoRA, PET and alpha annealing in a crash-safe run folder.
     Train(commands::train::TrainArgs),
+    /// Export a model folder: GGUF files (F16 / Q8_0 / Q4_K_M) with Ollama Modelfiles.
+    #[command(subcommand)]
+    Export(commands::gguf::ExportCmd),
+    /// Inspect and verify GGUF files.
+    #[command(subcommand)]
+    Gguf(commands::gguf::GgufCmd),
     /// Run the whole flow available so far on the bundled tiny model.
     Quickstart(commands::quickstart::QuickstartArgs),
 }
@@ -60,6 +66,8 @@ fn main() -> ExitCode {
         Command::Pull(a) => commands::pull::run(a),
         Command::Quickstart(a) => commands::quickstart::run(a),
         Command::Train(a) => commands::train::run_cmd(a),
+        Command::Export(c) => commands::gguf::run_export(c),
+        Command::Gguf(c) => commands::gguf::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 pub mod bake;
 pub mod data;
 pub mod generate;
+pub mod gguf;
 pub mod model;
 pub mod pull;
 pub mod quickstart;
