@@ -316,3 +316,54 @@ fn smollm2_equals_llama_cpp_conversion() {
         assert_eq!(got, want, "tokens of {text:?}");
     }
 }
+
+/// A SentencePiece-style vocabulary (Llama 2 / Phi-3 kind: `▁`, byte fallback): exported as
+/// `tokenizer.ggml.model = llama` with scores and token types, llama.cpp tokenizes like HF.
+#[test]
+fn sentencepiece_vocabularies_tokenize_like_hf() {
+    let Some(p) = peers("sentencepiece_vocabularies_tokenize_like_hf") else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let model = tiny(t.path(), Arch::Llama);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/make_spm_tokenizer.py");
+    let st = Command::new(p.join("venv/bin/python"))
+        .arg(script)
+        .arg(&model)
+        .arg("512")
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    std::fs::write(
+        model.join("tokenizer_config.json"),
+        r#"{"add_bos_token": true, "add_eos_token": false, "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "chat_template": "{% for m in messages %}{{ '<s>' + m['role'] + ': ' + m['content'] + '</s>' }}{% endfor %}"}"#,
+    )
+    .unwrap();
+    let out = t.path().join("out");
+    run(&model, &out, &[Quant::F16]);
+    let f = GgufFile::open(out.join("m-f16.gguf")).unwrap();
+    assert_eq!(
+        f.metadata("tokenizer.ggml.model").unwrap().as_str(),
+        Some("llama")
+    );
+    assert!(f.metadata("tokenizer.ggml.scores").is_some());
+    let tok = TextTokenizer::from_dir(&model).unwrap();
+    let ids = tok.encode("The capital of France is", false).unwrap();
+    let r = llama_cpp(&p, &out.join("m-f16.gguf"), &ids, &TEXTS);
+    for (text, got) in TEXTS.iter().zip(r["tokens"].as_array().unwrap()) {
+        let want = tok.encode(text, false).unwrap();
+        let got: Vec<u32> = got
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(got, want, "tokens of {text:?}");
+    }
+    let rel = last_rel(&so8t_logits(&model, &ids), &r["logits"]);
+    assert!(rel <= 1e-3, "llama.cpp logits differ by {rel} (relative)");
+}
