@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use candle_core::backend::BackendStorage;
 use candle_core::quantized::QTensor;
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 
 use crate::error::Result;
 
@@ -138,6 +138,11 @@ impl Linear {
         let n = x.elem_count() / inp.max(1);
         let x2 = x.reshape((n, inp))?;
         let mut y = match &self.weight {
+            // On a graph that needs gradients, a custom op computes only the gradient w.r.t. x in
+            // the backward pass (a plain matmul also computes and keeps a weight-sized one for W).
+            LinearWeight::Dense(w) if train && is_frozen_on_tracked_cpu(&x2, w) => {
+                frozen_matmul(&x2, w)?
+            }
             LinearWeight::Dense(w) => dense_matmul(&x2, w)?,
             // On a graph that needs gradients, a custom op keeps only the 8-bit weight alive
             // until the backward pass (a plain matmul would keep the dequantized copy).
@@ -159,9 +164,10 @@ impl Linear {
                 x2.clone()
             };
             let dt = l.a.dtype();
-            let h = xin.to_dtype(dt)?.matmul(&l.a.t()?)?.matmul(&l.b.t()?)?;
+            // The scale goes on the narrow [n, r] intermediate, not on the [n, out] result.
+            let h = (xin.to_dtype(dt)?.matmul(&l.a.t()?)? * l.scale)?.matmul(&l.b.t()?)?;
             let dt_y = y.dtype();
-            y = (y + (h * l.scale)?.to_dtype(dt_y)?)?;
+            y = (y + h.to_dtype(dt_y)?)?;
         }
         let mut out = dims;
         if let Some(last) = out.last_mut() {
@@ -192,6 +198,55 @@ fn dense_matmul(x2: &Tensor, w: &Tensor) -> Result<Tensor> {
         Some(y) => y,
         None => x2.matmul(&w.t()?)?,
     })
+}
+
+/// True when `x` takes part in autograd, `w` does not (a frozen weight), and both are on the CPU:
+/// the case of [`frozen_matmul`].
+pub(crate) fn is_frozen_on_tracked_cpu(x: &Tensor, w: &Tensor) -> bool {
+    x.track_op() && !w.track_op() && x.device().is_cpu() && w.device().is_cpu()
+}
+
+/// `x2 Wᵀ` for `x2` [n, in] and a frozen W [out, in] on the CPU, as a custom op whose backward
+/// pass returns only `grad · W` for `x2`: no gradient (and no weight-sized tensor) for W.
+/// Same values as `x2.matmul(&w.t())`.
+pub(crate) fn frozen_matmul(x2: &Tensor, w: &Tensor) -> Result<Tensor> {
+    Ok(x2.apply_op2(w, FrozenMatMul)?)
+}
+
+/// The custom op of [`frozen_matmul`]: `x Wᵀ` with a gradient for x alone.
+struct FrozenMatMul;
+
+impl CustomOp2 for FrozenMatMul {
+    fn name(&self) -> &'static str {
+        "frozen-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, k) = xl.shape().dims2()?;
+        let (m, kw) = wl.shape().dims2()?;
+        if k != kw {
+            candle_core::bail!("frozen-matmul: x is [{n}, {k}] but W is [{m}, {kw}]")
+        }
+        let out = xs.matmul(ws, (1, n, m, k), xl, &wl.transpose(0, 1)?)?;
+        Ok((out, Shape::from((n, m))))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        grad_y: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        // d(x Wᵀ)/dx: grad_y [n, out] · W [out, in]; W is frozen.
+        Ok((Some(grad_y.matmul(w)?), None))
+    }
 }
 
 /// `x Wᵀ` for `x` [n, in] on the CPU with a Q8_0 W [out, in] that is dequantized in the forward

@@ -343,9 +343,14 @@ impl Model {
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let (b, t, h) = hidden.dims3()?;
         let x = hidden.reshape((b * t, h))?;
-        let y = match crate::matvec::matvec(&x, &self.lm_head)? {
-            Some(y) => y,
-            None => x.matmul(&self.lm_head.t()?)?,
+        // While training, the frozen head gets no weight-sized gradient (see `frozen_matmul`).
+        let y = if crate::linear::is_frozen_on_tracked_cpu(&x, &self.lm_head) {
+            crate::linear::frozen_matmul(&x.contiguous()?, &self.lm_head)?
+        } else {
+            match crate::matvec::matvec(&x, &self.lm_head)? {
+                Some(y) => y,
+                None => x.matmul(&self.lm_head.t()?)?,
+            }
         };
         Ok(y.to_dtype(DType::F32.max_precision(self.dtype))?.reshape((
             b,

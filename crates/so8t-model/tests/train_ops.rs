@@ -1,0 +1,164 @@
+//! The training-only custom ops give the values and gradients of the plain candle ops they
+//! replace: the frozen-weight matmul (gradients to x and to LoRA A/B, none to W), the fused
+//! cross-entropy, and the attention softmax (through a whole tiny model).
+
+mod common;
+
+use candle_core::{DType, Device, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use so8t_model::loss::shifted_cross_entropy;
+use so8t_model::{Forward, Linear, LoraAdapter, Model, Result};
+
+use common::{fixture, tensor_max_diff};
+
+fn random(n: usize, scale: f32, seed: u64) -> Vec<f32> {
+    let mut r = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n).map(|_| r.gen_range(-scale..scale)).collect()
+}
+
+fn t(n: usize, shape: &[usize], scale: f32, seed: u64) -> Result<Tensor> {
+    Ok(Tensor::from_vec(
+        random(n, scale, seed),
+        shape,
+        &Device::Cpu,
+    )?)
+}
+
+/// Σ c ⊙ y for a fixed c (every output has its own weight in the loss).
+fn weighted_sum(y: &Tensor) -> Result<Tensor> {
+    let c = Tensor::arange(0u32, y.elem_count() as u32, y.device())?
+        .to_dtype(y.dtype())?
+        .affine(0.01, -0.3)?
+        .cos()?
+        .reshape(y.shape())?;
+    Ok((y * c)?.sum_all()?)
+}
+
+fn assert_close(what: &str, g1: &Tensor, g2: &Tensor, tol: f32) -> Result<()> {
+    let d = tensor_max_diff(g1, g2);
+    let m = g1.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+    assert!(
+        m > 0.0 && d < tol * m.max(1.0),
+        "{what}: max |Δ| = {d:e} of {m}"
+    );
+    Ok(())
+}
+
+#[test]
+fn frozen_matmul_gradients_equal_the_plain_matmul_ones() -> Result<()> {
+    let (out, inp, r) = (40, 96, 4);
+    let w = t(out * inp, &[out, inp], 0.3, 3)?;
+    let a = Var::from_tensor(&t(r * inp, &[r, inp], 0.1, 4)?)?;
+    let b = Var::from_tensor(&t(out * r, &[out, r], 0.1, 5)?)?;
+    let x = Var::from_tensor(&t(2 * 3 * inp, &[2, 3, inp], 1.0, 6)?)?;
+    let lin = Linear {
+        name: "l".into(),
+        weight: w.clone().into(),
+        bias: Some(t(out, &[out], 0.1, 7)?),
+        lora: Some(LoraAdapter {
+            a: a.as_tensor().clone(),
+            b: b.as_tensor().clone(),
+            scale: 2.0,
+            dropout: 0.0,
+        }),
+    };
+    // train = true takes the custom op; train = false the plain `x.matmul(&w.t())`.
+    let y_op = lin.forward(x.as_tensor(), true)?;
+    let y_plain = lin.forward(x.as_tensor(), false)?;
+    assert!(tensor_max_diff(&y_op, &y_plain) < 1e-6);
+    let g_op = weighted_sum(&y_op)?.backward()?;
+    let g_plain = weighted_sum(&y_plain)?.backward()?;
+    for (what, v) in [("x", &x), ("A", &a), ("B", &b)] {
+        let g1 = g_plain.get(v).expect("plain gradient");
+        let g2 = g_op.get(v).expect("custom-op gradient");
+        assert_close(what, g1, g2, 1e-5)?;
+    }
+    // The frozen weight gets no gradient from the op (the plain matmul computes one for Wᵀ).
+    assert!(g_op.get(&w).is_none());
+
+    Ok(())
+}
+
+#[test]
+fn fused_cross_entropy_equals_the_composed_one() -> Result<()> {
+    let (b, tt, v) = (2, 7, 50);
+    let dev = Device::Cpu;
+    let logits = t(b * tt * v, &[b, tt, v], 4.0, 9)?;
+    let ids: Vec<u32> = (0..b * tt).map(|i| (i * 13 % v) as u32).collect();
+    let ids = Tensor::from_vec(ids, (b, tt), &dev)?;
+    let labels = Tensor::new(&[[0u32, 0, 1, 1, 1, 1, 0], [0, 1, 1, 1, 0, 1, 1]], &dev)?;
+    let attn = Tensor::new(&[[1u32, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 0]], &dev)?;
+    // f32 logits take the fused op, f64 ones the composed ops.
+    let l32 = Var::from_tensor(&logits)?;
+    let l64 = Var::from_tensor(&logits.to_dtype(DType::F64)?)?;
+    let c32 = shifted_cross_entropy(l32.as_tensor(), &ids, &labels, &attn)?;
+    let c64 = shifted_cross_entropy(l64.as_tensor(), &ids, &labels, &attn)?;
+    let (v32, v64) = (c32.to_scalar::<f32>()?, c64.to_scalar::<f64>()?);
+    assert!(
+        (f64::from(v32) - v64).abs() < 1e-5 * v64.abs().max(1.0),
+        "{v32} vs {v64}"
+    );
+    let g32 = c32.backward()?.get(&l32).unwrap().clone();
+    let g64 = (c64 * 1.0)?
+        .backward()?
+        .get(&l64)
+        .unwrap()
+        .to_dtype(DType::F32)?;
+    assert_close("d CE / d logits", &g64, &g32, 1e-5)?;
+    Ok(())
+}
+
+/// Gradients w.r.t. LoRA B (A gets none while B is zero) and the loss of a whole tiny f32 model
+/// trained on a packed row: attention softmax, frozen matmuls and the fused CE, against the same
+/// model in f64 (where the composed softmax and CE run).
+#[test]
+fn tiny_model_gradients_in_f32_equal_the_f64_ones() -> Result<()> {
+    let dev = Device::Cpu;
+    let ids = Tensor::new(&[[1u32, 17, 200, 45, 3, 99, 128, 7, 64, 250]], &dev)?;
+    let ones = Tensor::ones((1, 10), DType::U32, &dev)?;
+    for segments in [None, Some(vec![vec![6, 4]])] {
+        check_tiny(&ids, &ones, segments.as_deref())?;
+    }
+    Ok(())
+}
+
+fn check_tiny(ids: &Tensor, ones: &Tensor, segments: Option<&[Vec<usize>]>) -> Result<()> {
+    let dev = Device::Cpu;
+    let mut losses = Vec::new();
+    let mut grads = Vec::new();
+    for dt in [DType::F32, DType::F64] {
+        let mut model = Model::load(&fixture("llama-gqa-tiny"), dt, &dev)?;
+        let lin = &mut model.layers[0].self_attn.o_proj;
+        let (out, inp) = (lin.out_features(), lin.in_features());
+        let a = Var::from_tensor(&t(4 * inp, &[4, inp], 0.2, 10)?.to_dtype(dt)?)?;
+        let b = Var::from_tensor(&t(out * 4, &[out, 4], 0.2, 11)?.to_dtype(dt)?)?;
+        lin.lora = Some(LoraAdapter {
+            a: a.as_tensor().clone(),
+            b: b.as_tensor().clone(),
+            scale: 2.0,
+            dropout: 0.0,
+        });
+        let logits = model.forward(
+            ids,
+            Forward {
+                train: true,
+                segments,
+                ..Default::default()
+            },
+        )?;
+        let ce = shifted_cross_entropy(&logits, ids, ones, ones)?;
+        losses.push(ce.to_dtype(DType::F64)?.to_scalar::<f64>()?);
+        let g = ce.backward()?;
+        grads.push((
+            g.get(&a).unwrap().to_dtype(DType::F32)?,
+            g.get(&b).unwrap().to_dtype(DType::F32)?,
+        ));
+    }
+    assert!(
+        (losses[0] - losses[1]).abs() < 1e-5,
+        "{segments:?}: {losses:?}"
+    );
+    assert_close("A", &grads[1].0, &grads[0].0, 1e-4)?;
+    assert_close("B", &grads[1].1, &grads[0].1, 1e-4)?;
+    Ok(())
+}
