@@ -6,10 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{DType, Device};
 use rayon::prelude::*;
 use serde::Serialize;
-use so8t_model::{Config, Weights};
+use so8t_model::Config;
 
 use crate::arch::{permute_rows, plan, Source, TensorPlan};
 use crate::error::{Error, Result};
@@ -17,6 +16,7 @@ use crate::format::{Value, ValueType};
 use crate::meta::Meta;
 use crate::modelfile::{modelfile, ModelfileSpec, RoleFormat};
 use crate::quant::{self, GgmlType};
+use crate::source::SourceTensors;
 use crate::writer::{GgufWriter, TensorSpec};
 
 /// An output flavour.
@@ -183,18 +183,14 @@ fn tensor_types(q: Quant, tensors: &[TensorPlan], mix: &quant::mix::MixContext) 
 }
 
 /// The f32 values of a planned tensor.
-fn load(w: &Weights, t: &TensorPlan) -> Result<Vec<f32>> {
+fn load(w: &SourceTensors, t: &TensorPlan) -> Result<Vec<f32>> {
     match &t.source {
         Source::Values(v) => Ok(v.clone()),
         Source::Hf {
             name,
             permute_heads,
         } => {
-            let x = w.get(name, &t.shape, DType::F32, &Device::Cpu)?;
-            let v = x
-                .flatten_all()
-                .and_then(|f| f.to_vec1::<f32>())
-                .map_err(|e| Error::Export(format!("{name}: {e}")))?;
+            let v = w.read_f32(name)?;
             match permute_heads {
                 Some(h) => permute_rows(&v, t.shape[0], t.shape[1], *h),
                 None => Ok(v),
@@ -210,18 +206,18 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport> {
         return Err(Error::Export("no output flavour requested".into()));
     }
     let cfg = Config::from_file(&opts.model.join("config.json"))?;
-    let weights = Weights::from_model_dir(&opts.model)?;
+    let weights = SourceTensors::open(&opts.model)?;
     let p = plan(&cfg, weights.contains("lm_head.weight"))?;
     for t in &p.tensors {
         if let Source::Hf { name, .. } = &t.source {
-            match weights.info(name) {
+            match weights.shape(name) {
                 None => {
                     return Err(Error::Export(format!(
                         "{}: tensor {name} is missing",
                         opts.model.display()
                     )))
                 }
-                Some((shape, _)) if shape != t.shape => {
+                Some(shape) if shape != t.shape => {
                     return Err(Error::Export(format!(
                         "{}: tensor {name} has shape {shape:?}, the config implies {:?}",
                         opts.model.display(),

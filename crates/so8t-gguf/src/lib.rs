@@ -11,6 +11,7 @@ pub mod meta;
 pub mod modelfile;
 pub mod quant;
 pub mod reader;
+pub mod source;
 pub mod vocab;
 pub mod writer;
 

@@ -264,7 +264,7 @@ fn smollm2_equals_llama_cpp_conversion() {
     }
     let t = tempfile::tempdir().unwrap();
     let out = t.path().join("out");
-    run(model, &out, &[Quant::F16, Quant::Q4KM]);
+    run(model, &out, &[Quant::F32, Quant::F16, Quant::Q4KM]);
     // F16: every tensor byte-identical to llama.cpp's own F16 of the same weights.
     let ours = GgufFile::open(out.join("m-f16.gguf")).unwrap();
     let theirs = GgufFile::open(&reference).unwrap();
@@ -295,8 +295,32 @@ fn smollm2_equals_llama_cpp_conversion() {
     );
     let lq = GgufFile::open(&lq).unwrap();
     let q4 = GgufFile::open(out.join("m-q4_k_m.gguf")).unwrap();
+    let src = GgufFile::open(out.join("m-f32.gguf")).unwrap();
+    let values = |f: &GgufFile, name: &str| {
+        let t = f.tensor(name).unwrap();
+        dequantize(t.ty, f.tensor_bytes(t), t.n_elements as usize).unwrap()
+    };
+    let rmse = |a: &[f32], b: &[f32]| {
+        (a.iter()
+            .zip(b)
+            .map(|(x, y)| ((x - y) as f64).powi(2))
+            .sum::<f64>()
+            / a.len() as f64)
+            .sqrt()
+    };
     for ti in lq.tensors() {
         assert_eq!(q4.tensor(&ti.name).unwrap().ty, ti.ty, "{}", ti.name);
+        // Reconstruction error against the source, ours ≤ 1.02 × llama.cpp's.
+        let s = values(&src, &ti.name);
+        let (ours, theirs) = (
+            rmse(&values(&q4, &ti.name), &s),
+            rmse(&values(&lq, &ti.name), &s),
+        );
+        assert!(
+            ours <= 1.02 * theirs + 1e-12,
+            "{}: RMSE {ours} vs llama.cpp {theirs}",
+            ti.name
+        );
     }
     // llama.cpp on our F16: so8t's logits within 1e-3 relative (as llama.cpp's own file),
     // the HF tokenizer's tokens.
