@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::format::{Value, ValueType};
 use crate::meta::Meta;
 use crate::modelfile::{modelfile, ModelfileSpec, RoleFormat};
-use crate::quant::{self, GgmlType};
+use crate::quant::{self, FileType, GgmlType};
 use crate::source::SourceTensors;
 use crate::writer::{GgufWriter, TensorSpec};
 
@@ -63,14 +63,14 @@ impl Quant {
         }
     }
 
-    /// llama.cpp's `general.file_type` (`llama_ftype`).
-    pub fn file_type(self) -> u32 {
+    /// llama.cpp's file type (`general.file_type`, `llama_ftype`).
+    pub fn file_type(self) -> FileType {
         match self {
-            Self::F32 => 0,
-            Self::F16 => 1,
-            Self::Q8_0 => 7,
-            Self::Q4KM => 15,
-            Self::Bf16 => 32,
+            Self::F32 => FileType::AllF32,
+            Self::F16 => FileType::MostlyF16,
+            Self::Bf16 => FileType::MostlyBF16,
+            Self::Q8_0 => FileType::MostlyQ8_0,
+            Self::Q4KM => FileType::MostlyQ4_K_M,
         }
     }
 }
@@ -165,18 +165,16 @@ fn tensor_types(q: Quant, tensors: &[TensorPlan], mix: &quant::mix::MixContext) 
             .collect();
         return quant::mix::q4_k_m_plan(mix, &refs);
     }
+    // Vectors stay f32; matrices take the file type's base type, or llama.cpp's fallback when
+    // a row is not a whole number of its blocks.
+    let base = q.file_type().default_type();
     tensors
         .iter()
         .map(|t| {
-            if !t.is_matrix() {
-                return GgmlType::F32;
-            }
-            match q {
-                Quant::F32 => GgmlType::F32,
-                Quant::F16 => GgmlType::F16,
-                Quant::Bf16 => GgmlType::BF16,
-                Quant::Q8_0 if t.row_len().is_multiple_of(32) => GgmlType::Q8_0,
-                _ => GgmlType::F16,
+            if t.is_matrix() {
+                quant::mix::fallback_type(base, t.row_len())
+            } else {
+                GgmlType::F32
             }
         })
         .collect()
@@ -233,8 +231,15 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport> {
         .iter()
         .map(|t| t.shape.iter().product::<usize>() as u64)
         .sum();
-    let vocab =
-        crate::vocab::vocab_metadata(&opts.model, cfg.vocab_size, opts.tokenizer_pre.as_deref())?;
+    // The tokenizer folder is read once: its chat template feeds the GGUF and the Modelfiles.
+    let tok = so8t_model::TextTokenizer::from_dir(&opts.model).ok();
+    let template = tok.as_ref().and_then(|t| t.chat_template.as_ref());
+    let vocab = crate::vocab::vocab_metadata(
+        &opts.model,
+        &cfg,
+        template.map(|t| t.source.as_str()),
+        opts.tokenizer_pre.as_deref(),
+    )?;
     let mix = quant::mix::MixContext::new(
         p.arch,
         cfg.num_hidden_layers,
@@ -258,7 +263,7 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport> {
                 Value::String(size_label(params)),
             ),
             ("general.quantization_version".into(), Value::U32(2)),
-            ("general.file_type".into(), Value::U32(q.file_type())),
+            ("general.file_type".into(), Value::U32(q.file_type().id())),
         ];
         md.extend(p.metadata.iter().cloned().map(|(k, v)| (k, meta_value(v))));
         md.extend(vocab.iter().cloned().map(|(k, v)| (k, meta_value(v))));
@@ -292,12 +297,7 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport> {
             cb(i + 1, p.tensors.len(), done_bytes, total_bytes);
         }
     }
-    let tok = so8t_model::TextTokenizer::from_dir(&opts.model).ok();
-    let roles = tok
-        .as_ref()
-        .and_then(|t| t.chat_template.as_ref())
-        .map(RoleFormat::derive)
-        .transpose()?;
+    let roles = template.map(RoleFormat::derive).transpose()?;
     let eos = tok.as_ref().and_then(|t| t.eos_token.clone());
     let stops = roles
         .as_ref()

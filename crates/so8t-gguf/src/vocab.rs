@@ -15,6 +15,8 @@ use std::path::Path;
 
 use serde_json::Value as Json;
 
+use so8t_model::Config;
+
 use crate::error::{Error, Result};
 use crate::meta::Meta;
 
@@ -161,13 +163,16 @@ fn special_id(cfg: &Json, key: &str, ids: &HashMap<String, usize>) -> Option<usi
     ids.get(s).copied()
 }
 
-/// Everything `tokenizer.*` for the HF folder `dir`, for a model of `vocab_size` rows;
-/// `pre_override` replaces the detected pre-tokenizer name.
+/// Everything `tokenizer.*` for the HF folder `dir` of the model `cfg` (special ids fall back to
+/// its `config.json` values), with the chat template of `chat_template` (the folder's, already
+/// loaded by the caller); `pre_override` replaces the detected pre-tokenizer name.
 pub fn vocab_metadata(
     dir: &Path,
-    vocab_size: usize,
+    cfg: &Config,
+    chat_template: Option<&str>,
     pre_override: Option<&str>,
 ) -> Result<Vec<(String, Meta)>> {
+    let vocab_size = cfg.vocab_size;
     let tok_path = dir.join("tokenizer.json");
     let tok = read(&tok_path)?;
     let cfg_path = dir.join("tokenizer_config.json");
@@ -281,30 +286,17 @@ pub fn vocab_metadata(
         }
     }
     // Special ids: tokenizer_config.json first, then config.json.
-    let model_cfg = read(&dir.join("config.json")).unwrap_or(Json::Null);
-    let from_model = |k: &str| {
-        let v = &model_cfg[k];
-        v.as_u64()
-            .or_else(|| {
-                v.as_array()
-                    .and_then(|a| a.first())
-                    .and_then(|x| x.as_u64())
-            })
-            .map(|x| x as usize)
-    };
-    for (key, cfg_key, model_key) in [
-        ("bos_token_id", "bos_token", "bos_token_id"),
-        ("eos_token_id", "eos_token", "eos_token_id"),
-        ("unknown_token_id", "unk_token", ""),
-        ("padding_token_id", "pad_token", "pad_token_id"),
+    for (key, cfg_key, from_model) in [
+        ("bos_token_id", "bos_token", cfg.bos_token_id),
+        (
+            "eos_token_id",
+            "eos_token",
+            cfg.eos_token_ids.first().copied(),
+        ),
+        ("unknown_token_id", "unk_token", unk.map(|u| u as u32)),
+        ("padding_token_id", "pad_token", cfg.pad_token_id),
     ] {
-        let id = special_id(&tcfg, cfg_key, &ids)
-            .or_else(|| (key == "unknown_token_id").then_some(unk).flatten())
-            .or_else(|| {
-                (!model_key.is_empty())
-                    .then(|| from_model(model_key))
-                    .flatten()
-            });
+        let id = special_id(&tcfg, cfg_key, &ids).or(from_model.map(|x| x as usize));
         if let Some(id) = id.filter(|&i| i < vocab_size) {
             out.push((format!("tokenizer.ggml.{key}"), Meta::U32(id as u32)));
         }
@@ -314,10 +306,8 @@ pub fn vocab_metadata(
             out.push((format!("tokenizer.ggml.{key}"), Meta::Bool(b)));
         }
     }
-    if let Ok(t) = so8t_model::TextTokenizer::from_dir(dir) {
-        if let Some(ct) = t.chat_template {
-            out.push(("tokenizer.chat_template".into(), Meta::Str(ct.source)));
-        }
+    if let Some(ct) = chat_template {
+        out.push(("tokenizer.chat_template".into(), Meta::Str(ct.to_string())));
     }
     Ok(out)
 }

@@ -209,6 +209,20 @@ fn last_rel(a: &[Vec<f32>], b: &serde_json::Value) -> f64 {
         / scale
 }
 
+/// llama.cpp's tokens of [`TEXTS`] (in the peer's answer `r`) equal the HF tokenizer's.
+fn assert_tokens(tok: &TextTokenizer, r: &serde_json::Value, what: &str) {
+    for (text, got) in TEXTS.iter().zip(r["tokens"].as_array().unwrap()) {
+        let want = tok.encode(text, false).unwrap();
+        let got: Vec<u32> = got
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(got, want, "{what}: tokens of {text:?}");
+    }
+}
+
 const TEXTS: [&str; 4] = [
     "Hello world! The capital of France is Paris.",
     "日本の首都は東京です。",
@@ -236,16 +250,7 @@ fn llama_cpp_loads_the_tiny_phi3_with_our_logits_and_tokens() {
             rel <= tol,
             "{q}: llama.cpp logits differ by {rel} (relative)"
         );
-        for (text, got) in TEXTS.iter().zip(r["tokens"].as_array().unwrap()) {
-            let want = tok.encode(text, false).unwrap();
-            let got: Vec<u32> = got
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap() as u32)
-                .collect();
-            assert_eq!(got, want, "{q}: tokens of {text:?}");
-        }
+        assert_tokens(&tok, &r, q);
     }
 }
 
@@ -329,16 +334,7 @@ fn smollm2_equals_llama_cpp_conversion() {
     let r = llama_cpp(&p, &out.join("m-f16.gguf"), &ids, &TEXTS);
     let rel = last_rel(&so8t_logits(model, &ids), &r["logits"]);
     assert!(rel <= 1.5e-3, "llama.cpp logits differ by {rel} (relative)");
-    for (text, got) in TEXTS.iter().zip(r["tokens"].as_array().unwrap()) {
-        let want = tok.encode(text, false).unwrap();
-        let got: Vec<u32> = got
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect();
-        assert_eq!(got, want, "tokens of {text:?}");
-    }
+    assert_tokens(&tok, &r, "f16");
 }
 
 /// A SentencePiece-style vocabulary (Llama 2 / Phi-3 kind: `▁`, byte fallback): exported as
@@ -378,16 +374,7 @@ fn sentencepiece_vocabularies_tokenize_like_hf() {
     let tok = TextTokenizer::from_dir(&model).unwrap();
     let ids = tok.encode("The capital of France is", false).unwrap();
     let r = llama_cpp(&p, &out.join("m-f16.gguf"), &ids, &TEXTS);
-    for (text, got) in TEXTS.iter().zip(r["tokens"].as_array().unwrap()) {
-        let want = tok.encode(text, false).unwrap();
-        let got: Vec<u32> = got
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect();
-        assert_eq!(got, want, "tokens of {text:?}");
-    }
+    assert_tokens(&tok, &r, "f16");
     let rel = last_rel(&so8t_logits(&model, &ids), &r["logits"]);
     assert!(rel <= 1e-3, "llama.cpp logits differ by {rel} (relative)");
 }

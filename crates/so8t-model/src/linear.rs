@@ -213,6 +213,23 @@ pub(crate) fn frozen_matmul(x2: &Tensor, w: &Tensor) -> Result<Tensor> {
     Ok(x2.apply_op2(w, FrozenMatMul)?)
 }
 
+/// `x Wᵀ` on CPU storages (x [n, in], W [out, in]): the forward pass of both custom ops.
+fn matmul_wt(
+    op: &str,
+    xs: &CpuStorage,
+    xl: &Layout,
+    ws: &CpuStorage,
+    wl: &Layout,
+) -> candle_core::Result<(CpuStorage, Shape)> {
+    let (n, k) = xl.shape().dims2()?;
+    let (m, kw) = wl.shape().dims2()?;
+    if k != kw {
+        candle_core::bail!("{op}: x is [{n}, {k}] but W is [{m}, {kw}]")
+    }
+    let out = xs.matmul(ws, (1, n, m, k), xl, &wl.transpose(0, 1)?)?;
+    Ok((out, Shape::from((n, m))))
+}
+
 /// The custom op of [`frozen_matmul`]: `x Wᵀ` with a gradient for x alone.
 struct FrozenMatMul;
 
@@ -228,13 +245,7 @@ impl CustomOp2 for FrozenMatMul {
         ws: &CpuStorage,
         wl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (n, k) = xl.shape().dims2()?;
-        let (m, kw) = wl.shape().dims2()?;
-        if k != kw {
-            candle_core::bail!("frozen-matmul: x is [{n}, {k}] but W is [{m}, {kw}]")
-        }
-        let out = xs.matmul(ws, (1, n, m, k), xl, &wl.transpose(0, 1)?)?;
-        Ok((out, Shape::from((n, m))))
+        matmul_wt(self.name(), xs, xl, ws, wl)
     }
 
     fn bwd(
@@ -269,27 +280,12 @@ impl CustomOp1 for Q8MatMul {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let cpu = candle_core::Device::Cpu;
-        let Some((a, b)) = l.contiguous_offsets() else {
-            candle_core::bail!("q8_0-matmul: the input must be contiguous")
+        let w = self.weight(s.dtype())?;
+        let (ws, wl) = w.storage_and_layout();
+        let candle_core::Storage::Cpu(ws) = &*ws else {
+            candle_core::bail!("q8_0-matmul: the weight is not on the CPU")
         };
-        let x = match s {
-            CpuStorage::F32(v) => Tensor::from_slice(&v[a..b], l.shape(), &cpu)?,
-            CpuStorage::F16(v) => Tensor::from_slice(&v[a..b], l.shape(), &cpu)?,
-            CpuStorage::BF16(v) => Tensor::from_slice(&v[a..b], l.shape(), &cpu)?,
-            CpuStorage::F64(v) => Tensor::from_slice(&v[a..b], l.shape(), &cpu)?,
-            _ => candle_core::bail!("q8_0-matmul: unsupported input dtype {:?}", s.dtype()),
-        };
-        let y = x.matmul(&self.weight(x.dtype())?.t()?)?;
-        let shape = y.shape().clone();
-        let y = y.flatten_all()?;
-        let out = match y.dtype() {
-            DType::F32 => CpuStorage::F32(y.to_vec1()?),
-            DType::F16 => CpuStorage::F16(y.to_vec1()?),
-            DType::BF16 => CpuStorage::BF16(y.to_vec1()?),
-            _ => CpuStorage::F64(y.to_vec1()?),
-        };
-        Ok((out, shape))
+        matmul_wt(self.name(), s, l, ws, wl)
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, grad_y: &Tensor) -> candle_core::Result<Option<Tensor>> {

@@ -34,5 +34,12 @@ impl Error {
     }
 }
 
+impl From<so8t_store::Error> for Error {
+    /// The run database failed: reported against the run folder (the message names the file).
+    fn from(e: so8t_store::Error) -> Self {
+        Error::invalid("run_dir", e.to_string())
+    }
+}
+
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -151,20 +151,25 @@ pub fn run(mut opts: RunOptions) -> Result<Session> {
         total,
     );
     match ended {
-        Ok(status) => {
-            log.finish(status, None)?;
+        Ok(Ended::Completed) => {
+            log.finish(Status::Completed, None)?;
             Ok(log.session.clone())
         }
+        Ok(Ended::Stopped) => {
+            log.finish(Status::Interrupted, None)?;
+            Ok(log.session.clone())
+        }
+        Ok(Ended::Signalled) => {
+            let msg = format!(
+                "interrupted at step {}; an emergency checkpoint was written",
+                state.step
+            );
+            log.finish(Status::Interrupted, Some(msg.clone()))?;
+            Err(Error::invalid("run", msg))
+        }
         Err(e) => {
-            let status = if matches!(&e, Error::Invalid { field, .. } if field == "run")
-                && opts.interrupt.load(Ordering::SeqCst)
-            {
-                Status::Interrupted
-            } else {
-                Status::Failed
-            };
             // The error that stopped the run wins over one while recording it (a full disk).
-            if let Err(e2) = log.finish(status, Some(e.to_string())) {
+            if let Err(e2) = log.finish(Status::Failed, Some(e.to_string())) {
                 tracing::warn!("could not record the end of the session: {e2}");
             }
             Err(e)
@@ -172,8 +177,18 @@ pub fn run(mut opts: RunOptions) -> Result<Session> {
     }
 }
 
-/// Steps until the run ends (`completed`), `stop_after` is reached (`interrupted`, with a rolling
-/// checkpoint), or the interrupt flag is set (an emergency checkpoint, then an error).
+/// How [`train_loop`] ended.
+enum Ended {
+    /// The last step of the run was taken (final checkpoint and `final/` written).
+    Completed,
+    /// `stop_after` was reached (rolling checkpoint written).
+    Stopped,
+    /// The interrupt flag was set (emergency checkpoint written).
+    Signalled,
+}
+
+/// Steps until the run ends, `stop_after` is reached, or the interrupt flag is set (see
+/// [`Ended`]).
 fn train_loop(
     opts: &mut RunOptions,
     cfg: &TrainConfig,
@@ -182,7 +197,7 @@ fn train_loop(
     state: &mut TrainState,
     log: &mut RunLog,
     total: u64,
-) -> Result<Status> {
+) -> Result<Ended> {
     let t = &cfg.training;
     let dir = opts.run_dir.clone();
     let device = trainer.model.device().clone();
@@ -198,13 +213,7 @@ fn train_loop(
     while state.step < stop {
         if opts.interrupt.load(Ordering::SeqCst) {
             save(state, CheckpointKind::Emergency, log, trainer)?;
-            return Err(Error::invalid(
-                "run",
-                format!(
-                    "interrupted at step {}; an emergency checkpoint was written",
-                    state.step
-                ),
-            ));
+            return Ok(Ended::Signalled);
         }
         let started = Instant::now();
         let mut micro = Vec::with_capacity(t.gradient_accumulation_steps);
@@ -245,10 +254,10 @@ fn train_loop(
     if state.step >= total {
         save(state, CheckpointKind::Final, log, trainer)?;
         write_final(&dir, trainer, cfg, &log.session)?;
-        Ok(Status::Completed)
+        Ok(Ended::Completed)
     } else {
         save(state, CheckpointKind::Rolling, log, trainer)?;
-        Ok(Status::Interrupted)
+        Ok(Ended::Stopped)
     }
 }
 

@@ -28,12 +28,6 @@ pub struct RunLog {
     detector: TransitionDetector,
 }
 
-impl From<so8t_store::Error> for Error {
-    fn from(e: so8t_store::Error) -> Self {
-        Error::invalid("run_dir", e.to_string())
-    }
-}
-
 fn io(path: &Path, e: std::io::Error) -> Error {
     Error::invalid("run_dir", format!("{}: {e}", path.display()))
 }

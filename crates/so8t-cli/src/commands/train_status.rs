@@ -60,14 +60,13 @@ pub fn status(run_dir: &Path, json_out: bool) -> Result<()> {
     }
     println!("run          {}", run_dir.display());
     println!(
-        "status       {}{} (session {} of {}, pid {}{})",
+        "status       {}{} (session {}, pid {}{})",
         s.status.as_str(),
         if stale {
             " — but the process is gone: resume with --auto-resume"
         } else {
             ""
         },
-        sessions.len(),
         sessions.len(),
         s.pid,
         s.resumed_from_step
