@@ -1,0 +1,1 @@
+//! Quantized dot products (work in progress).

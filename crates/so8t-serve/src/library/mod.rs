@@ -1,0 +1,1 @@
+//! The model store (work in progress).

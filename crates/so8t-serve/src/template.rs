@@ -1,0 +1,1 @@
+//! Go text/template subset for Modelfile TEMPLATEs (work in progress).

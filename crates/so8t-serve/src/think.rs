@@ -1,0 +1,1 @@
+//! The hidden-thinking stream filter (work in progress).
