@@ -43,6 +43,26 @@ enum Command {
     /// Inspect and verify GGUF files.
     #[command(subcommand)]
     Gguf(commands::gguf::GgufCmd),
+    /// Serve models over Ollama's and OpenAI's APIs (thinking hidden, audit log on).
+    Serve(commands::serve::ServeArgs),
+    /// Chat with a model in the terminal (or answer one prompt).
+    Run(commands::serve::RunArgs),
+    /// Models a running server holds.
+    Ps(commands::serve::PsArgs),
+    /// Create a model in the store from a Modelfile.
+    Create(commands::store::CreateArgs),
+    /// Models in the store.
+    #[command(alias = "ls")]
+    List(commands::store::ListArgs),
+    /// A model's details, Modelfile, template or parameters.
+    Show(commands::store::ShowArgs),
+    /// Remove models from the store.
+    Rm(commands::store::RmArgs),
+    /// Copy a model under a new name.
+    Cp(commands::store::CpArgs),
+    /// Check the audit log of served requests.
+    #[command(subcommand)]
+    Audit(commands::store::AuditCmd),
     /// Run the whole flow available so far on the bundled tiny model.
     Quickstart(commands::quickstart::QuickstartArgs),
 }
@@ -68,6 +88,15 @@ fn main() -> ExitCode {
         Command::Train(a) => commands::train::run_cmd(a),
         Command::Export(c) => commands::gguf::run_export(c),
         Command::Gguf(c) => commands::gguf::run(c),
+        Command::Serve(a) => commands::serve::serve(a, cli.threads),
+        Command::Run(a) => commands::serve::run(a, cli.threads),
+        Command::Ps(a) => commands::serve::ps(a),
+        Command::Create(a) => commands::store::create(a),
+        Command::List(a) => commands::store::list(a),
+        Command::Show(a) => commands::store::show(a),
+        Command::Rm(a) => commands::store::rm(a),
+        Command::Cp(a) => commands::store::cp(a),
+        Command::Audit(c) => commands::store::audit(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

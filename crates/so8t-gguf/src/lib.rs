@@ -9,6 +9,7 @@ pub mod format;
 pub mod inspect;
 pub mod meta;
 pub mod modelfile;
+mod modelfile_parse;
 pub mod quant;
 pub mod reader;
 pub mod source;

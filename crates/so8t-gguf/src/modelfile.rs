@@ -11,6 +11,11 @@ use so8t_model::{ChatTemplate, Message};
 
 use crate::error::{Error, Result};
 
+pub use crate::modelfile_parse::{
+    param_kind, parse, ModelfileError, ModelfileMessage, ParamKind, ParamValue, ParsedModelfile,
+    KNOWN_PARAMETERS,
+};
+
 /// How each message is framed.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RoleFormat {

@@ -87,6 +87,21 @@ impl RotaryEmbedding {
         self.rotary_dim
     }
 
+    /// Inverse frequencies per rotated pair (the short ones for LongRoPE).
+    pub fn inv_freq(&self) -> &[f64] {
+        &self.inv_freq
+    }
+
+    /// LongRoPE only: the long inverse frequencies and the context length beyond which they apply.
+    pub fn long_inv_freq(&self) -> Option<(&[f64], usize)> {
+        self.long_inv_freq.as_ref().map(|(f, n)| (f.as_slice(), *n))
+    }
+
+    /// Multiplier of cos and sin (LongRoPE's attention factor, else 1).
+    pub fn attention_factor(&self) -> f64 {
+        self.attention_factor
+    }
+
     /// The frequencies a forward call over positions `[offset, offset + len)` uses.
     fn freqs_for(&self, offset: usize, len: usize) -> &[f64] {
         match &self.long_inv_freq {

@@ -3,8 +3,11 @@
 //! server, including the filter that keeps a model's thinking out of every response.
 #![warn(missing_docs)]
 
+pub mod engine;
 pub mod kernels;
 pub mod library;
+pub mod scheduler;
+pub mod server;
 pub mod template;
 pub mod think;
 pub mod tokenizer;

@@ -11,6 +11,7 @@
 //! recomputes (rows after the restored checkpoint are deleted with [`Store::truncate_after`] and
 //! rewritten identically).
 
+pub mod audit;
 mod rows;
 mod schema;
 pub mod system;
@@ -26,6 +27,10 @@ use rows::{
 };
 use serde::{Deserialize, Serialize};
 
+pub use audit::{
+    verify as verify_audit, AuditEntry, AuditError, AuditLog, AuditProblem, AuditReport, AuditRow,
+    ProblemKind,
+};
 pub use schema::SCHEMA_VERSION;
 pub use system::{SystemSample, SystemSampler};
 

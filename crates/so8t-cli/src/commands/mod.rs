@@ -7,6 +7,8 @@ pub mod gguf;
 pub mod model;
 pub mod pull;
 pub mod quickstart;
+pub mod serve;
+pub mod store;
 pub mod train;
 pub mod train_status;
 

@@ -1,1 +1,0 @@
-//! Go text/template subset for Modelfile TEMPLATEs (work in progress).
