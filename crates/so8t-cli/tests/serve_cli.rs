@@ -906,11 +906,13 @@ fn sixty_four_streaming_clients_all_finish() {
         idle_rss as f64 / 1e6,
         rss as f64 / 1e6
     );
-    // SmolLM2-135M: ~0.54 GB of weights even as f32, plus 8 slots' KV caches (30 layers × 2 ×
-    // 3 KV heads × 64 × 4 bytes = 46 KB per token: ~0.19 GB per slot even at 4096 tokens).
-    // 1.5 GB leaves room for the runtime, but not for a leak per request or per connection.
+    // SmolLM2-135M Q8_0 is 0.14 GB on disk (0.54 GB even if expanded to f32); 8 slots of these
+    // short requests hold a few hundred tokens of KV cache at 46 KB per token (30 layers × 2 ×
+    // 3 KV heads × 64 × 4 bytes). Measured: ~0.2 GB idle and after the 64 clients. 1 GB leaves
+    // room for the runtime but not for a leak per request or connection, nor for KV caches
+    // preallocated to the full context (8 × 0.19 GB at 4096 tokens on top of the weights).
     assert!(
-        rss < 1_500_000_000,
+        rss < 1_000_000_000,
         "RSS {:.0} MB after 64 clients (idle {:.0} MB)",
         rss as f64 / 1e6,
         idle_rss as f64 / 1e6
@@ -985,7 +987,11 @@ fn store_commands_round_trip() {
     assert!(modelfile.contains("temperature 0"), "{modelfile}");
     let params = so8t_ok(&["show", "smol", "--parameters", "--store", st]);
     assert!(params.contains("temperature"), "{params}");
-    assert!(params.split_whitespace().any(|w| w == "0"), "{params}");
+    let temp = params
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("temperature"))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert_eq!(temp, Some(0.0), "{params}");
     let system = so8t_ok(&["show", "smol", "--system", "--store", st]);
     assert_eq!(system.trim(), "You are terse.");
     let info = so8t_ok(&["show", "smol", "--store", st]);

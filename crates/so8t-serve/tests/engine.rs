@@ -200,7 +200,10 @@ fn smollm2_gguf_matches_llama_cpp_and_the_hf_folder() {
         };
         let rel = rel_last(&ours, &theirs, vocab);
         let noise = rel_last(&theirs, &cpp_f16, vocab);
-        eprintln!("{file}: ours vs llama.cpp F16 {:.2e}", rel_last(&ours, &cpp_f16, vocab));
+        eprintln!(
+            "{file}: ours vs llama.cpp F16 {:.2e}",
+            rel_last(&ours, &cpp_f16, vocab)
+        );
         eprintln!("{file}: relative max |Δlogit| vs llama.cpp {rel:.2e} (llama.cpp's own distance to F16 {noise:.2e})");
         let tol = if path == f16 {
             2e-3

@@ -151,6 +151,35 @@ async fn cors(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Resp
     resp
 }
 
+/// Rewrites the framework's own plain-text errors (413 body too large, 405, …) as JSON errors
+/// of the route's API family.
+async fn json_errors(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let flavor = if req.uri().path().starts_with("/v1") {
+        error::Flavor::OpenAi
+    } else {
+        error::Flavor::Ollama
+    };
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let msg = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => format!(
+            "the request body is larger than {} bytes (--max-body)",
+            st.opts.max_body
+        ),
+        StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this route".to_string(),
+        s => s.canonical_reason().unwrap_or("error").to_string(),
+    };
+    ApiError::new(status, msg).flavor(flavor).into_response()
+}
+
 async fn not_found(req: Request) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -180,6 +209,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/embeddings", post(openai::embeddings))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(state.clone(), json_errors))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(middleware::from_fn_with_state(state.clone(), cors))
         .with_state(state)
