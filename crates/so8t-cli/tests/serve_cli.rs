@@ -1163,3 +1163,70 @@ fn audit_log_chains_every_request() {
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains(&format!("row {edited}")), "{text}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// 8. A GGUF that `so8t export gguf` wrote, created from its own Modelfile (Go template)
+
+#[test]
+fn official_clients_pass_on_an_exported_gguf_with_its_modelfile() {
+    let Some(p) = peers("official_clients_pass_on_an_exported_gguf_with_its_modelfile") else {
+        return;
+    };
+    let hf = p.dir.join("models/smollm2-hf");
+    if !hf.join("config.json").exists() {
+        eprintln!(
+            "SKIP official_clients_pass_on_an_exported_gguf_with_its_modelfile: no {}",
+            hf.display()
+        );
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("gguf");
+    let store = t.path().join("store");
+    so8t_ok(&[
+        "export",
+        "gguf",
+        "--model",
+        s(&hf),
+        "--out",
+        s(&out),
+        "--quant",
+        "q8_0",
+        "--name",
+        "smolx",
+    ]);
+    let modelfile = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "Modelfile"))
+        .expect("the export writes a Modelfile");
+    let text = std::fs::read_to_string(&modelfile).unwrap();
+    assert!(text.contains("TEMPLATE"), "{text}");
+    so8t_ok(&["create", "smolx", "-f", s(&modelfile), "--store", s(&store)]);
+    let srv = Server::start(&["--store", s(&store)]);
+    let base = format!("http://127.0.0.1:{}", srv.port);
+    let v1 = format!("{base}/v1");
+    for (script, url, extra) in [
+        ("ollama_client_check.py", base.as_str(), &[][..]),
+        ("openai_client_check.py", v1.as_str(), &["--embeddings"][..]),
+    ] {
+        let o = Command::new(&p.python)
+            .arg(shared_peers().join(script))
+            .arg(url)
+            .args(["--model", "smolx"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            o.status.success() && log.contains(" 0 failed") && !log.contains("FAIL "),
+            "{script} on the exported GGUF ({}):\n{log}\n--- server log ---\n{}",
+            o.status,
+            srv.log()
+        );
+    }
+}
