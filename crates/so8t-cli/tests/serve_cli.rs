@@ -374,13 +374,9 @@ fn short_generate(model: &str) -> Value {
 // ---------------------------------------------------------------------------------------------
 // 1. The official clients
 
-#[test]
-fn official_clients_pass() {
-    let Some(p) = peers("official_clients_pass") else {
-        return;
-    };
-    let t = tempfile::tempdir().unwrap();
-    let srv = serve_smol(&p, t.path(), &[]);
+/// Runs the official `ollama` and `openai` client checks against `srv` with `model`; every
+/// check must pass.
+fn client_checks(p: &Peers, srv: &Server, model: &str) {
     let base = format!("http://127.0.0.1:{}", srv.port);
     let v1 = format!("{base}/v1");
     for (script, url, extra) in [
@@ -390,7 +386,7 @@ fn official_clients_pass() {
         let o = Command::new(&p.python)
             .arg(shared_peers().join(script))
             .arg(url)
-            .args(["--model", "smol"])
+            .args(["--model", model])
             .args(extra)
             .output()
             .unwrap();
@@ -400,13 +396,22 @@ fn official_clients_pass() {
             String::from_utf8_lossy(&o.stderr)
         );
         assert!(
-            o.status.success() && out.contains(" 0 failed"),
-            "{script} failed ({}):\n{out}\n--- server log ---\n{}",
+            o.status.success() && out.contains(" 0 failed") && !out.contains("FAIL "),
+            "{script} on {model} failed ({}):\n{out}\n--- server log ---\n{}",
             o.status,
             srv.log()
         );
-        assert!(!out.contains("FAIL "), "{script}:\n{out}");
     }
+}
+
+#[test]
+fn official_clients_pass() {
+    let Some(p) = peers("official_clients_pass") else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let srv = serve_smol(&p, t.path(), &[]);
+    client_checks(&p, &srv, "smol");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1204,29 +1209,5 @@ fn official_clients_pass_on_an_exported_gguf_with_its_modelfile() {
     assert!(text.contains("TEMPLATE"), "{text}");
     so8t_ok(&["create", "smolx", "-f", s(&modelfile), "--store", s(&store)]);
     let srv = Server::start(&["--store", s(&store)]);
-    let base = format!("http://127.0.0.1:{}", srv.port);
-    let v1 = format!("{base}/v1");
-    for (script, url, extra) in [
-        ("ollama_client_check.py", base.as_str(), &[][..]),
-        ("openai_client_check.py", v1.as_str(), &["--embeddings"][..]),
-    ] {
-        let o = Command::new(&p.python)
-            .arg(shared_peers().join(script))
-            .arg(url)
-            .args(["--model", "smolx"])
-            .args(extra)
-            .output()
-            .unwrap();
-        let log = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        assert!(
-            o.status.success() && log.contains(" 0 failed") && !log.contains("FAIL "),
-            "{script} on the exported GGUF ({}):\n{log}\n--- server log ---\n{}",
-            o.status,
-            srv.log()
-        );
-    }
+    client_checks(&p, &srv, "smolx");
 }

@@ -3,7 +3,6 @@
 //! every generating sequence plus a slice of pending prompts (continuous batching). A request
 //! whose receiver is dropped (the client went away) leaves at the next step and frees its slot.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
@@ -214,14 +213,19 @@ struct Active {
     /// Prompt tokens already in the cache.
     done: usize,
     history: Vec<u32>,
-    generated: usize,
     prompt_lp: Vec<Option<TokenLogprob>>,
     embed_sum: Vec<f32>,
     started: Instant,
     prompt_secs: f64,
     queue_secs: f64,
-    stop_ids: Vec<u32>,
     finished: bool,
+}
+
+impl Active {
+    /// Tokens generated so far.
+    fn generated(&self) -> usize {
+        self.history.len() - self.job.prompt.len()
+    }
 }
 
 fn log_softmax_pick(logits: &[f32], token: u32, top_n: usize) -> TokenLogprob {
@@ -288,7 +292,6 @@ fn admit(model: &EngineModel, job: Job, waiting: &AtomicUsize) -> Option<Active>
         cache.long_rope = ctx > *orig;
     }
     let sampler = Sampler::new(p.sampling.clone());
-    let stop_ids = p.sampling.stop_token_ids.clone();
     let queue_secs = job.queued.elapsed().as_secs_f64();
     Some(Active {
         history: job.prompt.clone(),
@@ -306,11 +309,9 @@ fn admit(model: &EngineModel, job: Job, waiting: &AtomicUsize) -> Option<Active>
         cache,
         sampler,
         done: 0,
-        generated: 0,
         started: Instant::now(),
         prompt_secs: 0.0,
         queue_secs,
-        stop_ids,
         finished: false,
     })
 }
@@ -323,7 +324,7 @@ fn run(
     running: Arc<AtomicUsize>,
 ) {
     let mut runner = Runner::new(model.clone(), opts.threads);
-    let mut active: VecDeque<Active> = VecDeque::new();
+    let mut active: Vec<Active> = Vec::new();
     let mut out = ForwardOut::default();
     let vocab = model.cfg.vocab;
     loop {
@@ -341,7 +342,7 @@ fn run(
                 }
             };
             if let Some(a) = admit(&model, job, &waiting) {
-                active.push_back(a);
+                active.push(a);
             }
         }
         active.retain(|a| !a.job.events.is_closed());
@@ -436,7 +437,6 @@ fn run(
                 .logprobs
                 .map(|k| log_softmax_pick(logits, next, k));
             a.history.push(next);
-            a.generated += 1;
             if a.job
                 .events
                 .send(GenEvent::Token { id: next, logprob })
@@ -446,9 +446,9 @@ fn run(
                 continue;
             }
             let ctx = a.job.params.num_ctx.min(model.cfg.ctx_train);
-            if a.stop_ids.contains(&next) {
+            if a.job.params.sampling.stop_token_ids.contains(&next) {
                 finish(a, Finish::Stop);
-            } else if a.generated >= a.job.params.sampling.max_tokens {
+            } else if a.generated() >= a.job.params.sampling.max_tokens {
                 finish(a, Finish::Length);
             } else if a.history.len() >= ctx {
                 finish(a, Finish::Context);
@@ -480,7 +480,7 @@ fn finish(a: &mut Active, why: Finish) {
     let total = a.started.elapsed().as_secs_f64();
     let usage = Usage {
         prompt_tokens: a.job.prompt.len(),
-        completion_tokens: a.generated,
+        completion_tokens: a.generated(),
         queue_secs: a.queue_secs,
         prompt_secs: a.prompt_secs,
         gen_secs: (total - a.prompt_secs).max(0.0),

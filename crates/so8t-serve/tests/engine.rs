@@ -23,23 +23,7 @@ fn reference(name: &str) -> serde_json::Value {
 }
 
 fn logits_all(r: &mut Runner, ids: &[u32]) -> Vec<f32> {
-    let mut c = r.model.new_cache();
-    if let Some((_, orig)) = &r.model.cfg.rope.long {
-        c.long_rope = ids.len() > *orig;
-    }
-    let batch: Vec<BatchEntry> = ids
-        .iter()
-        .enumerate()
-        .map(|(pos, &token)| BatchEntry {
-            cache: 0,
-            token,
-            pos,
-            logits: true,
-        })
-        .collect();
-    let mut out = ForwardOut::default();
-    r.forward(&mut [&mut c], &batch, false, &mut out);
-    out.logits
+    r.logits_all(ids)
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -137,7 +121,9 @@ fn peers(test: &str) -> Option<PathBuf> {
 fn llama_cpp_logits(peers: &Path, gguf: &Path, ids: &[u32]) -> Vec<f32> {
     let ids_s: Vec<String> = ids.iter().map(u32::to_string).collect();
     let out = Command::new(peers.join("venv/bin/python"))
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/llama_cpp_peer.py"))
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../so8t-gguf/tests/data/llama_cpp_peer.py"),
+        )
         .arg(gguf)
         .arg("--ids")
         .arg(ids_s.join(","))

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use so8t_serve::scheduler::SchedulerOptions;
+use so8t_serve::server::error::Flavor;
 use so8t_serve::server::models::Models;
 use so8t_serve::server::prompt::{render_chat, tokenize, ChatMessage};
 use so8t_serve::server::textgen::{self, Piece, TextJob};
-use so8t_serve::server::{self, ServeOptions};
+use so8t_serve::server::{self, ollama, ServeOptions};
 
 use super::store::{audit_path, StoreArg};
 
@@ -87,18 +88,15 @@ fn addr(host: Option<&str>, port: Option<u16>) -> Result<SocketAddr> {
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_string();
-    let with_port = if h
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        && !h.ends_with(']')
-    {
-        match port {
-            Some(p) => format!("{}:{p}", h.rsplit_once(':').map_or(h.as_str(), |x| x.0)),
-            None => h.clone(),
-        }
-    } else {
-        format!("{h}:{}", port.unwrap_or(11434))
+    // `host`, `host:port` or `[v6]:port`; an explicit --port wins over an embedded one.
+    let (name, embedded) = match h.rsplit_once(':') {
+        Some((n, p)) if !h.ends_with(']') => match p.parse::<u16>() {
+            Ok(p) => (n, Some(p)),
+            Err(_) => (h.as_str(), None),
+        },
+        _ => (h.as_str(), None),
     };
+    let with_port = format!("{name}:{}", port.or(embedded).unwrap_or(11434));
     with_port
         .to_socket_addrs()
         .with_context(|| format!("bad address {with_port:?}"))?
@@ -148,7 +146,6 @@ pub fn serve(a: ServeArgs, threads: Option<usize>) -> Result<()> {
     models.keep_alive = Duration::from_secs(a.keep_alive);
     models.max_loaded = a.max_loaded.max(1);
     let opts = ServeOptions {
-        addr,
         token: a.token.filter(|t| !t.is_empty()),
         cors_origins: a.cors,
         show_thinking: a.show_thinking,
@@ -248,7 +245,12 @@ pub fn run(a: RunArgs, threads: Option<usize>) -> Result<()> {
             .get(&name, None)
             .await
             .map_err(|e| anyhow!("{}", e.message))?;
-        let options = so8t_serve::server::ollama_options(a.temperature, a.num_predict, a.seed);
+        let options = ollama::Options {
+            temperature: a.temperature,
+            num_predict: a.num_predict,
+            seed: a.seed,
+            ..Default::default()
+        };
         let mut history: Vec<ChatMessage> = Vec::new();
         let interactive = a.prompt.is_none();
         let stdin = std::io::stdin();
@@ -278,18 +280,15 @@ pub fn run(a: RunArgs, threads: Option<usize>) -> Result<()> {
             });
             let text = render_chat(&model, &history, None).map_err(|e| anyhow!("{}", e.message))?;
             let ids = tokenize(&model, &text).map_err(|e| anyhow!("{}", e.message))?;
-            let (params, stops) =
-                so8t_serve::server::ollama_gen_params(&model, &options, ids.len())
-                    .map_err(|e| anyhow!("{}", e.message))?;
-            let job = TextJob {
-                model: model.clone(),
-                prompt: ids,
-                params,
-                stops,
-                endpoint: "so8t run",
-                user_id: std::env::var("USER").ok(),
-                request_id: textgen::request_id(),
-            };
+            let gen = ollama::gen_params(&model, &options, ids.len(), Flavor::Ollama)
+                .map_err(|e| anyhow!("{}", e.message))?;
+            let job = TextJob::new(
+                model.clone(),
+                ids,
+                gen,
+                "so8t run",
+                std::env::var("USER").ok(),
+            );
             let mut rx = textgen::start(&state, job).map_err(|e| anyhow!("{}", e.message))?;
             let mut answer = String::new();
             let mut out = std::io::stdout();

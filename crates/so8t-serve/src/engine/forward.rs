@@ -28,13 +28,17 @@ pub struct Scratch {
     h: Vec<f32>,
     qkv: Vec<f32>,
     att: Vec<f32>,
+    gate_up: Vec<f32>,
     ff: Vec<f32>,
-    ff2: Vec<f32>,
     tmp: Vec<f32>,
-    acts: Vec<(ActType, Vec<u8>)>,
+    acts: ActBufs,
     cos: Vec<f32>,
     sin: Vec<f32>,
 }
+
+/// Quantized copies of one input, one buffer per activation type (kept to reuse allocations).
+#[derive(Default)]
+struct ActBufs(Vec<(ActType, Vec<u8>)>);
 
 /// What a forward pass returns.
 #[derive(Default)]
@@ -48,9 +52,20 @@ pub struct ForwardOut {
 const TOKEN_TILE: usize = 32;
 const ROW_TILE: usize = 64;
 
-/// `out[i][r] = dot(w[r], acts[i])` for `n` activation rows, split over the team by rows.
-fn matmul(team: &Team, w: &QTensor, acts: &[u8], row_bytes: usize, n: usize, out: &mut [f32]) {
-    debug_assert_eq!(out.len(), n * w.rows);
+/// `out[i·stride + offset + r] = dot(w[r], acts[i])` for `n` activation rows, split over the
+/// team by weight rows.
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    team: &Team,
+    w: &QTensor,
+    acts: &[u8],
+    row_bytes: usize,
+    n: usize,
+    out: &mut [f32],
+    stride: usize,
+    offset: usize,
+) {
+    debug_assert!(offset + w.rows <= stride && out.len() >= n * stride);
     let rows = w.rows;
     let wrb = w.row_bytes();
     let dst = SharedMut::new(out);
@@ -63,7 +78,7 @@ fn matmul(team: &Team, w: &QTensor, acts: &[u8], row_bytes: usize, n: usize, out
         let bytes = &w.bytes()[a * wrb..b * wrb];
         if n == 1 {
             // SAFETY: rows a..b of the single output row belong to this member only.
-            let o = unsafe { dst.slice(a, b - a) };
+            let o = unsafe { dst.slice(offset + a, b - a) };
             kernels::vec_dot_rows(w.ty, w.cols, bytes, b - a, &acts[..row_bytes], o);
             return;
         }
@@ -77,9 +92,10 @@ fn matmul(team: &Team, w: &QTensor, acts: &[u8], row_bytes: usize, n: usize, out
                 let wr = &bytes[(r0 - a) * wrb..(r1 - a) * wrb];
                 kernels::mat_mul(w.ty, w.cols, wr, nr, chunk, tn, &mut tmp[..tn * nr], nr);
                 for i in 0..tn {
+                    let base = (t0 + i) * stride + offset + r0;
                     for (k, v) in tmp[i * nr..(i + 1) * nr].iter().enumerate() {
                         // SAFETY: rows r0..r1 belong to this member only; indices are in bounds.
-                        unsafe { dst.write((t0 + i) * rows + r0 + k, *v) };
+                        unsafe { dst.write(base + k, *v) };
                     }
                 }
             }
@@ -98,26 +114,19 @@ fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
-impl Scratch {
-    /// Converts `x` (`n` rows of `cols`) for weights of type `ty`; returns (act type, row bytes).
-    fn quantize(
-        &mut self,
-        team: &Team,
-        x: &[f32],
-        cols: usize,
-        ty: kernels::GgmlType,
-    ) -> (usize, usize) {
-        let at = kernels::act_type(ty).expect("validated at load");
+impl ActBufs {
+    /// Converts `x` (rows of `cols`) into activation type `at`; returns the bytes and row size.
+    fn quantize(&mut self, team: &Team, x: &[f32], cols: usize, at: ActType) -> (&[u8], usize) {
         let rb = kernels::act_row_bytes(at, cols);
         let n = x.len() / cols;
-        let slot = match self.acts.iter().position(|(a, _)| *a == at) {
+        let slot = match self.0.iter().position(|(a, _)| *a == at) {
             Some(i) => i,
             None => {
-                self.acts.push((at, Vec::new()));
-                self.acts.len() - 1
+                self.0.push((at, Vec::new()));
+                self.0.len() - 1
             }
         };
-        let buf = &mut self.acts[slot].1;
+        let buf = &mut self.0[slot].1;
         buf.resize(n * rb, 0);
         if n >= 8 && team.size() > 1 {
             let dst = SharedMut::new(buf);
@@ -135,49 +144,40 @@ impl Scratch {
                 kernels::quantize_act_row(at, &x[i * cols..(i + 1) * cols], o);
             }
         }
-        (slot, rb)
+        (buf, rb)
     }
 
-    /// Clears cached activations (call when their source changes).
-    fn invalidate(&mut self) {
-        for (_, b) in &mut self.acts {
-            b.clear();
-        }
+    /// The bytes and row size of the last conversion into `at`.
+    fn get(&self, at: ActType, cols: usize) -> (&[u8], usize) {
+        let buf = self
+            .0
+            .iter()
+            .find(|(a, _)| *a == at)
+            .map_or(&[][..], |(_, b)| b);
+        (buf, kernels::act_row_bytes(at, cols))
     }
 }
 
-/// Products of one input against several matrices, quantizing it once per activation type.
-fn project(
-    team: &Team,
-    s: &mut Scratch,
-    input_is_h: bool,
-    ws: &[&QTensor],
-    outs: &mut [&mut Vec<f32>],
-) {
-    let src = if input_is_h {
-        std::mem::take(&mut s.h)
-    } else {
-        std::mem::take(&mut s.att)
-    };
+/// Products of `src` (rows of `ws[0].cols`) with several matrices, written side by side into
+/// `out` (each row: `ws[0]`'s outputs, then `ws[1]`'s, …). `src` is quantized once per
+/// activation type.
+fn project(team: &Team, acts: &mut ActBufs, src: &[f32], ws: &[&QTensor], out: &mut Vec<f32>) {
     let cols = ws[0].cols;
     let n = src.len() / cols;
-    s.invalidate();
-    for (w, out) in ws.iter().zip(outs.iter_mut()) {
-        let slot = s
-            .acts
-            .iter()
-            .position(|(a, b)| Some(*a) == kernels::act_type(w.ty) && !b.is_empty());
-        let (slot, rb) = match slot {
-            Some(i) => (i, kernels::act_row_bytes(s.acts[i].0, cols)),
-            None => s.quantize(team, &src, cols, w.ty),
+    let stride: usize = ws.iter().map(|w| w.rows).sum();
+    out.resize(n * stride, 0.0);
+    let mut done: Option<ActType> = None;
+    let mut offset = 0;
+    for w in ws {
+        let at = kernels::act_type(w.ty).expect("validated at load");
+        let (bytes, rb) = if done == Some(at) {
+            acts.get(at, cols)
+        } else {
+            done = Some(at);
+            acts.quantize(team, src, cols, at)
         };
-        out.resize(n * w.rows, 0.0);
-        matmul(team, w, &s.acts[slot].1, rb, n, out);
-    }
-    if input_is_h {
-        s.h = src;
-    } else {
-        s.att = src;
+        matmul(team, w, bytes, rb, n, out, stride, offset);
+        offset += w.rows;
     }
 }
 
@@ -245,20 +245,10 @@ pub fn forward(
     s.h.resize(n * d, 0.0);
     for (li, l) in w.layers.iter().enumerate() {
         rms_norm(&s.x, &l.attn_norm, cfg.eps, &mut s.h);
-        let mut qkv = std::mem::take(&mut s.qkv);
+        // [q; k; v] per token, from one fused matrix or three written side by side.
         match &l.qkv {
-            QkvWeights::Fused(t) => project(team, s, true, &[t], &mut [&mut qkv]),
-            QkvWeights::Split(q, k, v) => {
-                let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
-                project(team, s, true, &[q, k, v], &mut [&mut a, &mut b, &mut c]);
-                qkv.resize(n * (qd + 2 * kvd), 0.0);
-                for i in 0..n {
-                    let row = &mut qkv[i * (qd + 2 * kvd)..(i + 1) * (qd + 2 * kvd)];
-                    row[..qd].copy_from_slice(&a[i * qd..(i + 1) * qd]);
-                    row[qd..qd + kvd].copy_from_slice(&b[i * kvd..(i + 1) * kvd]);
-                    row[qd + kvd..].copy_from_slice(&c[i * kvd..(i + 1) * kvd]);
-                }
-            }
+            QkvWeights::Fused(t) => project(team, &mut s.acts, &s.h, &[t], &mut s.qkv),
+            QkvWeights::Split(q, k, v) => project(team, &mut s.acts, &s.h, &[q, k, v], &mut s.qkv),
         }
         // RoPE on q and k, then keys/values into the caches.
         let stride = qd + 2 * kvd;
@@ -267,7 +257,7 @@ pub fn forward(
                 &s.cos[i * half..(i + 1) * half],
                 &s.sin[i * half..(i + 1) * half],
             );
-            let row = &mut qkv[i * stride..(i + 1) * stride];
+            let row = &mut s.qkv[i * stride..(i + 1) * stride];
             for head in row[..qd + kvd].chunks_exact_mut(hd) {
                 apply_rope(cfg, head, cos, sin);
             }
@@ -275,81 +265,32 @@ pub fn forward(
             c.k[li][e.pos * kvd..(e.pos + 1) * kvd].copy_from_slice(&row[qd..qd + kvd]);
             c.v[li][e.pos * kvd..(e.pos + 1) * kvd].copy_from_slice(&row[qd + kvd..]);
         }
-        // Attention, split by (token, head).
         s.att.resize(n * qd, 0.0);
-        {
-            let att = SharedMut::new(&mut s.att);
-            let caches_ro: Vec<&SeqCache> = caches.iter().map(|c| &**c).collect();
-            let members = team.size();
-            let group = cfg.n_head / cfg.n_head_kv;
-            let scale = 1.0 / (hd as f32).sqrt();
-            let qkv_ref = &qkv;
-            team.run(&|m| {
-                let (a, b) = Team::share(n * cfg.n_head, m, members);
-                let mut scores = Vec::new();
-                for job in a..b {
-                    let (i, h) = (job / cfg.n_head, job % cfg.n_head);
-                    let e = &batch[i];
-                    let c = caches_ro[e.cache];
-                    let q = &qkv_ref[i * stride + h * hd..i * stride + (h + 1) * hd];
-                    let kvh = h / group;
-                    let (ks, vs) = (&c.k[li], &c.v[li]);
-                    scores.clear();
-                    let mut max = f32::NEG_INFINITY;
-                    for p in 0..=e.pos {
-                        let k = &ks[p * kvd + kvh * hd..p * kvd + (kvh + 1) * hd];
-                        let sc = kernels::dot_f32(q, k) * scale;
-                        max = max.max(sc);
-                        scores.push(sc);
-                    }
-                    let mut sum = 0f32;
-                    for sc in scores.iter_mut() {
-                        *sc = (*sc - max).exp();
-                        sum += *sc;
-                    }
-                    // SAFETY: (i, h) belongs to this member only.
-                    let o = unsafe { att.slice(i * qd + h * hd, hd) };
-                    o.fill(0.0);
-                    for (p, sc) in scores.iter().enumerate() {
-                        let v = &vs[p * kvd + kvh * hd..p * kvd + (kvh + 1) * hd];
-                        kernels::axpy_f32(sc / sum, v, o);
-                    }
-                }
-            });
-        }
-        s.qkv = qkv;
-        let mut tmp = std::mem::take(&mut s.tmp);
-        project(team, s, false, &[&l.wo], &mut [&mut tmp]);
-        for (x, t) in s.x.iter_mut().zip(&tmp) {
+        attention(cfg, team, li, caches, batch, &s.qkv, &mut s.att);
+        project(team, &mut s.acts, &s.att, &[&l.wo], &mut s.tmp);
+        for (x, t) in s.x.iter_mut().zip(&s.tmp) {
             *x += t;
         }
         rms_norm(&s.x, &l.ffn_norm, cfg.eps, &mut s.h);
-        let (mut g, mut u) = (std::mem::take(&mut s.ff), std::mem::take(&mut s.ff2));
+        // [gate; up] per token, then silu(gate)·up.
         match &l.up {
-            UpWeights::Fused(t) => {
-                project(team, s, true, &[t], &mut [&mut g]);
-                // [gate; up] per token → gate in g, up in u.
-                u.resize(n * ff, 0.0);
-                for i in 0..n {
-                    u[i * ff..(i + 1) * ff].copy_from_slice(&g[i * 2 * ff + ff..(i + 1) * 2 * ff]);
-                    g.copy_within(i * 2 * ff..i * 2 * ff + ff, i * ff);
-                }
-                g.truncate(n * ff);
+            UpWeights::Fused(t) => project(team, &mut s.acts, &s.h, &[t], &mut s.gate_up),
+            UpWeights::Split(g, u) => project(team, &mut s.acts, &s.h, &[g, u], &mut s.gate_up),
+        }
+        s.ff.resize(n * ff, 0.0);
+        for (o, gu) in
+            s.ff.chunks_exact_mut(ff)
+                .zip(s.gate_up.chunks_exact(2 * ff))
+        {
+            let (g, u) = gu.split_at(ff);
+            for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+                *o = g / (1.0 + (-g).exp()) * u;
             }
-            UpWeights::Split(gt, ut) => project(team, s, true, &[gt, ut], &mut [&mut g, &mut u]),
         }
-        for (gv, uv) in g.iter_mut().zip(&u) {
-            *gv = *gv / (1.0 + (-*gv).exp()) * uv;
-        }
-        // The MLP input goes through `att`'s slot (project's second source).
-        let att = std::mem::replace(&mut s.att, g);
-        project(team, s, false, &[&l.down], &mut [&mut tmp]);
-        s.ff = std::mem::replace(&mut s.att, att);
-        s.ff2 = u;
-        for (x, t) in s.x.iter_mut().zip(&tmp) {
+        project(team, &mut s.acts, &s.ff, &[&l.down], &mut s.tmp);
+        for (x, t) in s.x.iter_mut().zip(&s.tmp) {
             *x += t;
         }
-        s.tmp = tmp;
     }
     rms_norm(&s.x, &w.norm, cfg.eps, &mut s.h);
     if want_hidden {
@@ -361,13 +302,60 @@ pub fn forward(
         out.logits.clear();
         return;
     }
-    let mut h = Vec::with_capacity(picked.len() * d);
+    s.tmp.clear();
     for &i in &picked {
-        h.extend_from_slice(&s.h[i * d..(i + 1) * d]);
+        s.tmp.extend_from_slice(&s.h[i * d..(i + 1) * d]);
     }
-    let keep = std::mem::replace(&mut s.h, h);
-    let mut logits = std::mem::take(&mut out.logits);
-    project(team, s, true, &[w.output()], &mut [&mut logits]);
-    out.logits = logits;
-    s.h = keep;
+    project(team, &mut s.acts, &s.tmp, &[w.output()], &mut out.logits);
+}
+
+/// Causal attention of every (token, head) of the batch over its sequence's cache, split over
+/// the team; `qkv` holds `[q; k; v]` per token, the result goes to `att` (`q_dim` per token).
+fn attention(
+    cfg: &EngineConfig,
+    team: &Team,
+    layer: usize,
+    caches: &[&mut SeqCache],
+    batch: &[BatchEntry],
+    qkv: &[f32],
+    att: &mut [f32],
+) {
+    let (hd, qd, kvd) = (cfg.head_dim, cfg.q_dim(), cfg.kv_dim());
+    let stride = qd + 2 * kvd;
+    let out = SharedMut::new(att);
+    let members = team.size();
+    let group = cfg.n_head / cfg.n_head_kv;
+    let scale = 1.0 / (hd as f32).sqrt();
+    team.run(&|m| {
+        let (a, b) = Team::share(batch.len() * cfg.n_head, m, members);
+        let mut scores = Vec::new();
+        for job in a..b {
+            let (i, h) = (job / cfg.n_head, job % cfg.n_head);
+            let e = &batch[i];
+            let c = &*caches[e.cache];
+            let q = &qkv[i * stride + h * hd..i * stride + (h + 1) * hd];
+            let kv_off = (h / group) * hd;
+            let (ks, vs) = (&c.k[layer], &c.v[layer]);
+            scores.clear();
+            let mut max = f32::NEG_INFINITY;
+            for p in 0..=e.pos {
+                let k = &ks[p * kvd + kv_off..p * kvd + kv_off + hd];
+                let sc = kernels::dot_f32(q, k) * scale;
+                max = max.max(sc);
+                scores.push(sc);
+            }
+            let mut sum = 0f32;
+            for sc in scores.iter_mut() {
+                *sc = (*sc - max).exp();
+                sum += *sc;
+            }
+            // SAFETY: (i, h) belongs to this member only.
+            let o = unsafe { out.slice(i * qd + h * hd, hd) };
+            o.fill(0.0);
+            for (p, sc) in scores.iter().enumerate() {
+                let v = &vs[p * kvd + kv_off..p * kvd + kv_off + hd];
+                kernels::axpy_f32(sc / sum, v, o);
+            }
+        }
+    });
 }

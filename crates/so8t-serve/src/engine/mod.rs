@@ -175,9 +175,13 @@ impl Runner {
     }
 
     /// Logits for every position of `tokens` in a fresh sequence (a convenience for tests and
-    /// scoring).
+    /// scoring). LongRoPE models use the long factors when `tokens` exceeds the original
+    /// context, as transformers does for one pass.
     pub fn logits_all(&mut self, tokens: &[u32]) -> Vec<f32> {
         let mut cache = self.model.new_cache();
+        if let Some((_, orig)) = &self.model.cfg.rope.long {
+            cache.long_rope = tokens.len() > *orig;
+        }
         let batch: Vec<BatchEntry> = tokens
             .iter()
             .enumerate()

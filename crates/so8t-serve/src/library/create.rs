@@ -302,6 +302,7 @@ impl Library {
             digest: store::digest_of(&bytes)["sha256:".len()..].to_string(),
             size: manifest.layers.iter().map(|l| l.size).sum(),
             modified,
+            details: config.details(),
         })
     }
 }

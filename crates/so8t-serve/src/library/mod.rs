@@ -181,6 +181,9 @@ pub struct ModelEntry {
     pub size: u64,
     /// The manifest's modification time.
     pub modified: SystemTime,
+    /// Format, family, parameter size and quantization, from the config blob (as Ollama's
+    /// `/api/tags` reports them; empty when the config cannot be read).
+    pub details: ModelDetails,
 }
 
 /// What [`Library::show`] reports.
@@ -319,11 +322,16 @@ impl Library {
                     continue;
                 };
                 let modified = e.metadata().and_then(|m| m.modified()).map_err(io(&p))?;
+                let details = self
+                    .json_layer::<ModelConfig>(&name.to_string(), &m.config)
+                    .map(|c| c.details())
+                    .unwrap_or_default();
                 out.push(ModelEntry {
                     name: name.to_string(),
                     digest: store::digest_of(&bytes)["sha256:".len()..].to_string(),
                     size: m.layers.iter().map(|l| l.size).sum(),
                     modified,
+                    details,
                 });
             }
         }

@@ -103,6 +103,20 @@ pub struct ModelConfig {
     pub rootfs: RootFs,
 }
 
+impl ModelConfig {
+    /// The details `/api/tags` reports, as recorded at creation.
+    pub fn details(&self) -> super::ModelDetails {
+        super::ModelDetails {
+            parent_model: String::new(),
+            format: self.model_format.clone(),
+            family: self.model_family.clone(),
+            families: self.model_families.clone(),
+            parameter_size: self.model_type.clone(),
+            quantization_level: self.file_type.clone(),
+        }
+    }
+}
+
 /// Whether `d` is `sha256:` and 64 lowercase hex digits.
 pub fn valid_digest(d: &str) -> bool {
     d.strip_prefix("sha256:").is_some_and(|h| {

@@ -27,6 +27,17 @@ pub struct ApiError {
     pub flavor: Flavor,
 }
 
+impl Flavor {
+    /// The family of a request path: `/v1/*` is OpenAI's, everything else Ollama's.
+    pub fn of_path(path: &str) -> Self {
+        if path.starts_with("/v1") {
+            Self::OpenAi
+        } else {
+            Self::Ollama
+        }
+    }
+}
+
 impl ApiError {
     /// An error with a status and message.
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {

@@ -9,7 +9,6 @@ mod openai;
 pub mod prompt;
 pub mod textgen;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,8 +27,6 @@ use models::Models;
 /// Server settings.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
-    /// Address to bind.
-    pub addr: SocketAddr,
     /// Required `Authorization: Bearer` token, if any.
     pub token: Option<String>,
     /// Origins allowed by CORS (`*` for any); empty: CORS off.
@@ -49,7 +46,6 @@ pub struct ServeOptions {
 impl Default for ServeOptions {
     fn default() -> Self {
         Self {
-            addr: SocketAddr::from(([127, 0, 0, 1], 11434)),
             token: None,
             cors_origins: Vec::new(),
             show_thinking: false,
@@ -71,27 +67,13 @@ pub struct AppState {
     pub audit: Option<Arc<Mutex<AuditLog>>>,
 }
 
-/// Ollama-style options from the few that `so8t run` takes.
-pub fn ollama_options(
-    temperature: Option<f64>,
-    num_predict: Option<i64>,
-    seed: Option<i64>,
-) -> ollama::Options {
-    ollama::Options {
-        temperature,
-        num_predict,
-        seed,
-        ..Default::default()
+impl AppState {
+    /// The caller's user id, from the configured header (`x-user-id` by default).
+    pub fn user_id(&self, h: &axum::http::HeaderMap) -> Option<String> {
+        h.get(self.opts.user_header.as_str())
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
     }
-}
-
-/// Generation parameters for `model` from Ollama-style options (see `/api/generate`).
-pub fn ollama_gen_params(
-    model: &models::LoadedModel,
-    o: &ollama::Options,
-    prompt_len: usize,
-) -> Result<(crate::scheduler::GenParams, Vec<String>), ApiError> {
-    ollama::gen_params(model, o, prompt_len, error::Flavor::Ollama)
 }
 
 /// The version `/api/version` reports.
@@ -106,11 +88,7 @@ async fn auth(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Resp
             .and_then(|v| v.strip_prefix("Bearer "))
             .is_some_and(|t| constant_time_eq(t.as_bytes(), tok.as_bytes()));
         if !ok && req.method() != Method::OPTIONS {
-            let flavor = if req.uri().path().starts_with("/v1") {
-                error::Flavor::OpenAi
-            } else {
-                error::Flavor::Ollama
-            };
+            let flavor = error::Flavor::of_path(req.uri().path());
             return ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")
                 .flavor(flavor)
                 .into_response();
@@ -154,11 +132,7 @@ async fn cors(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Resp
 /// Rewrites the framework's own plain-text errors (413 body too large, 405, …) as JSON errors
 /// of the route's API family.
 async fn json_errors(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let flavor = if req.uri().path().starts_with("/v1") {
-        error::Flavor::OpenAi
-    } else {
-        error::Flavor::Ollama
-    };
+    let flavor = error::Flavor::of_path(req.uri().path());
     let resp = next.run(req).await;
     let status = resp.status();
     let is_json = resp

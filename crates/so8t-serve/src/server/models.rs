@@ -176,7 +176,7 @@ impl Models {
                 None,
                 None,
                 ModelParams::default(),
-                sha256_hex(p.to_string_lossy().as_bytes()),
+                so8t_store::audit::sha256_hex(p.to_string_lossy().as_bytes()),
             )
         } else {
             let lib = self
@@ -224,12 +224,4 @@ impl Models {
             load_secs: t0.elapsed().as_secs_f64(),
         })
     }
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }

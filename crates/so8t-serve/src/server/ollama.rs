@@ -169,12 +169,6 @@ fn keep_alive(v: &Option<Value>) -> Option<Duration> {
     }
 }
 
-fn user_id(st: &AppState, h: &HeaderMap) -> Option<String> {
-    h.get(st.opts.user_header.as_str())
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-}
-
 /// `GET /api/version`.
 pub async fn version() -> Json<Value> {
     Json(json!({ "version": super::VERSION }))
@@ -206,28 +200,19 @@ pub async fn tags(State(st): State<Arc<AppState>>) -> Result<Json<Value>, ApiErr
         let mut out = Vec::new();
         if let Some(lib) = &st2.models.library {
             for e in lib.list().map_err(|e| ApiError::internal(e.to_string()))? {
-                let details = lib.show(&e.name).map(|i| serde_json::to_value(i.details).unwrap_or(Value::Null)).unwrap_or(Value::Null);
-                out.push(json!({"name": e.name, "model": e.name, "modified_at": rfc3339(e.modified), "size": e.size, "digest": e.digest, "details": details}));
+                out.push(json!({"name": e.name, "model": e.name, "modified_at": rfc3339(e.modified), "size": e.size, "digest": e.digest, "details": e.details}));
             }
         }
         for (name, path) in &st2.models.adhoc {
             let (details, size) = adhoc_details(path);
             let modified = std::fs::metadata(path).and_then(|m| m.modified()).unwrap_or(SystemTime::now());
-            out.push(json!({"name": name, "model": name, "modified_at": rfc3339(modified), "size": size.max(1), "digest": sha(path.to_string_lossy().as_bytes()), "details": details}));
+            out.push(json!({"name": name, "model": name, "modified_at": rfc3339(modified), "size": size.max(1), "digest": so8t_store::audit::sha256_hex(path.to_string_lossy().as_bytes()), "details": details}));
         }
         Ok(out)
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))??;
     Ok(Json(json!({ "models": models })))
-}
-
-fn sha(b: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(b)
-        .iter()
-        .map(|x| format!("{x:02x}"))
-        .collect()
 }
 
 /// `GET /api/ps`.
@@ -361,7 +346,7 @@ fn unsupported(images: bool, format: &Option<Value>) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn done_fields(m: &LoadedModel, s: &Summary, load_secs: f64) -> Map<String, Value> {
+fn done_fields(s: &Summary, load_secs: f64) -> Map<String, Value> {
     let mut o = Map::new();
     o.insert("done_reason".into(), json!(s.finish));
     o.insert("total_duration".into(), json!(ns(s.total_secs + load_secs)));
@@ -373,7 +358,6 @@ fn done_fields(m: &LoadedModel, s: &Summary, load_secs: f64) -> Map<String, Valu
     );
     o.insert("eval_count".into(), json!(s.usage.completion_tokens));
     o.insert("eval_duration".into(), json!(ns(s.usage.gen_secs)));
-    let _ = m;
     o
 }
 
@@ -401,7 +385,7 @@ async fn respond(
         }
         o.insert("done".into(), json!(done.is_some()));
         if let Some(s) = done {
-            o.extend(done_fields(&model, s, load_secs));
+            o.extend(done_fields(s, load_secs));
         }
         Value::Object(o)
     };
@@ -444,6 +428,38 @@ fn load_response(name: &str, chat: bool, reason: &str) -> Response {
     Json(v).into_response()
 }
 
+/// What a generate/chat request runs on: the loaded model and the seconds loading took, or —
+/// when there is nothing to generate — Ollama's answer to a load (`keep_alive` > 0) or unload
+/// (`keep_alive: 0`) request.
+enum Prepared {
+    Run(Arc<LoadedModel>, f64),
+    Answer(Response),
+}
+
+async fn prepare(
+    st: &AppState,
+    name: &str,
+    keep_alive_v: &Option<Value>,
+    empty: bool,
+    chat: bool,
+) -> Result<Prepared, ApiError> {
+    let ka = keep_alive(keep_alive_v);
+    if empty && ka == Some(Duration::ZERO) {
+        st.models.unload(name);
+        return Ok(Prepared::Answer(load_response(
+            &canonical(name),
+            chat,
+            "unload",
+        )));
+    }
+    let t0 = std::time::Instant::now();
+    let model = st.models.get(name, ka).await?;
+    if empty {
+        return Ok(Prepared::Answer(load_response(&model.name, chat, "load")));
+    }
+    Ok(Prepared::Run(model, t0.elapsed().as_secs_f64()))
+}
+
 /// `POST /api/generate`.
 pub async fn generate(
     State(st): State<Arc<AppState>>,
@@ -453,17 +469,11 @@ pub async fn generate(
     let r: GenerateReq = parse_body(&body, Flavor::Ollama)?;
     unsupported(r.images.as_ref().is_some_and(|v| !v.is_empty()), &r.format)?;
     let _ = (&r.suffix, &r.context, &r.think);
-    let ka = keep_alive(&r.keep_alive);
-    if r.prompt.is_empty() && ka == Some(Duration::ZERO) {
-        st.models.unload(&r.model);
-        return Ok(load_response(&canonical(&r.model), false, "unload"));
-    }
-    let t0 = std::time::Instant::now();
-    let model = st.models.get(&r.model, ka).await?;
-    let load_secs = t0.elapsed().as_secs_f64();
-    if r.prompt.is_empty() {
-        return Ok(load_response(&model.name, false, "load"));
-    }
+    let (model, load_secs) =
+        match prepare(&st, &r.model, &r.keep_alive, r.prompt.is_empty(), false).await? {
+            Prepared::Run(m, secs) => (m, secs),
+            Prepared::Answer(resp) => return Ok(resp),
+        };
     let text = if r.raw {
         r.prompt.clone()
     } else if let Some(t) = &r.template {
@@ -488,16 +498,14 @@ pub async fn generate(
         render_chat(&model, &msgs, r.system.as_deref())?
     };
     let ids = tokenize(&model, &text)?;
-    let (params, stops) = gen_params(&model, &r.options, ids.len(), Flavor::Ollama)?;
-    let job = TextJob {
-        model: model.clone(),
-        prompt: ids,
-        params,
-        stops,
-        endpoint: "/api/generate",
-        user_id: user_id(&st, &headers),
-        request_id: textgen::request_id(),
-    };
+    let gen = gen_params(&model, &r.options, ids.len(), Flavor::Ollama)?;
+    let job = TextJob::new(
+        model.clone(),
+        ids,
+        gen,
+        "/api/generate",
+        st.user_id(&headers),
+    );
     respond(&st, model, job, r.stream.unwrap_or(true), false, load_secs).await
 }
 
@@ -510,35 +518,20 @@ pub async fn chat(
     let r: ChatReq = parse_body(&body, Flavor::Ollama)?;
     unsupported(false, &r.format)?;
     let _ = (&r.tools, &r.think);
-    let ka = keep_alive(&r.keep_alive);
-    if r.messages.is_empty() && ka == Some(Duration::ZERO) {
-        st.models.unload(&r.model);
-        return Ok(load_response(&canonical(&r.model), true, "unload"));
-    }
-    let t0 = std::time::Instant::now();
-    let model = st.models.get(&r.model, ka).await?;
-    let load_secs = t0.elapsed().as_secs_f64();
-    if r.messages.is_empty() {
-        return Ok(load_response(&model.name, true, "load"));
-    }
+    let (model, load_secs) =
+        match prepare(&st, &r.model, &r.keep_alive, r.messages.is_empty(), true).await? {
+            Prepared::Run(m, secs) => (m, secs),
+            Prepared::Answer(resp) => return Ok(resp),
+        };
     let text = render_chat(&model, &r.messages, None)?;
     let ids = tokenize(&model, &text)?;
-    let (params, stops) = gen_params(&model, &r.options, ids.len(), Flavor::Ollama)?;
-    let job = TextJob {
-        model: model.clone(),
-        prompt: ids,
-        params,
-        stops,
-        endpoint: "/api/chat",
-        user_id: user_id(&st, &headers),
-        request_id: textgen::request_id(),
-    };
+    let gen = gen_params(&model, &r.options, ids.len(), Flavor::Ollama)?;
+    let job = TextJob::new(model.clone(), ids, gen, "/api/chat", st.user_id(&headers));
     respond(&st, model, job, r.stream.unwrap_or(true), true, load_secs).await
 }
 
 /// Embeds each text (mean-pooled, L2-normalized final hidden states).
 pub async fn embed_texts(
-    st: &Arc<AppState>,
     model: &Arc<LoadedModel>,
     texts: &[String],
     flavor: Flavor,
@@ -574,7 +567,6 @@ pub async fn embed_texts(
         }
         out.push(got.ok_or_else(|| ApiError::internal("no embedding came back").flavor(flavor))?);
     }
-    let _ = st;
     Ok((out, tokens))
 }
 
@@ -624,7 +616,7 @@ pub async fn embed(State(st): State<Arc<AppState>>, body: Bytes) -> Result<Json<
     let t0 = std::time::Instant::now();
     let model = st.models.get(&r.model, keep_alive(&r.keep_alive)).await?;
     let load = t0.elapsed().as_secs_f64();
-    let (embeddings, n) = embed_texts(&st, &model, &texts, Flavor::Ollama).await?;
+    let (embeddings, n) = embed_texts(&model, &texts, Flavor::Ollama).await?;
     Ok(Json(
         json!({"model": model.name, "embeddings": embeddings, "total_duration": ns(t0.elapsed().as_secs_f64()), "load_duration": ns(load), "prompt_eval_count": n}),
     ))
@@ -641,7 +633,7 @@ pub async fn embeddings(
         .clone()
         .ok_or_else(|| ApiError::bad_field("prompt", "the field `prompt` is required"))?;
     let model = st.models.get(&r.model, keep_alive(&r.keep_alive)).await?;
-    let (mut e, _) = embed_texts(&st, &model, &[text], Flavor::Ollama).await?;
+    let (mut e, _) = embed_texts(&model, &[text], Flavor::Ollama).await?;
     Ok(Json(json!({ "embedding": e.pop().unwrap_or_default() })))
 }
 

@@ -189,12 +189,6 @@ fn sse(v: &Value) -> Bytes {
     ))
 }
 
-fn user(st: &AppState, h: &HeaderMap) -> Option<String> {
-    h.get(st.opts.user_header.as_str())
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-}
-
 /// `POST /v1/chat/completions`.
 pub async fn chat(
     State(st): State<Arc<AppState>>,
@@ -219,16 +213,14 @@ pub async fn chat(
         .map_err(|e| e.flavor(F))?;
     let text = render_chat(&model, &msgs, None).map_err(|e| e.flavor(F))?;
     let ids = tokenize(&model, &text).map_err(|e| e.flavor(F))?;
-    let (params, stops) = gen_params(&model, &opts, ids.len(), F)?;
-    let job = TextJob {
-        model: model.clone(),
-        prompt: ids,
-        params,
-        stops,
-        endpoint: "/v1/chat/completions",
-        user_id: user(&st, &headers),
-        request_id: textgen::request_id(),
-    };
+    let gen = gen_params(&model, &opts, ids.len(), F)?;
+    let job = TextJob::new(
+        model.clone(),
+        ids,
+        gen,
+        "/v1/chat/completions",
+        st.user_id(&headers),
+    );
     let id = format!("chatcmpl-{}", job.request_id);
     let created = now();
     let name = model.name.clone();
@@ -445,7 +437,7 @@ pub async fn completions(
                 params,
                 stops,
                 endpoint: "/v1/completions",
-                user_id: user(&st, &headers),
+                user_id: st.user_id(&headers),
                 request_id: format!("{rid}-{i}"),
             },
         ));
@@ -558,7 +550,7 @@ pub async fn embeddings(
             )
         }
     };
-    let (vecs, n) = embed_texts(&st, &model, &texts, F).await?;
+    let (vecs, n) = embed_texts(&model, &texts, F).await?;
     let data: Vec<Value> = vecs
         .into_iter()
         .enumerate()

@@ -35,6 +35,27 @@ pub struct TextJob {
     pub request_id: String,
 }
 
+impl TextJob {
+    /// A job with a fresh request id.
+    pub fn new(
+        model: Arc<LoadedModel>,
+        prompt: Vec<u32>,
+        (params, stops): (GenParams, Vec<String>),
+        endpoint: &'static str,
+        user_id: Option<String>,
+    ) -> Self {
+        Self {
+            model,
+            prompt,
+            params,
+            stops,
+            endpoint,
+            user_id,
+            request_id: request_id(),
+        }
+    }
+}
+
 /// How a generation ended, with what the client may see.
 #[derive(Debug, Clone)]
 pub struct Summary {
@@ -73,14 +94,18 @@ struct Detok {
 }
 
 impl Detok {
+    /// The text of the window before and after the tokens not yet shown.
+    fn window(&self, tok: &TextTokenizer) -> (String, String) {
+        let dec = |ids: &[u32]| tok.decode(ids, true).unwrap_or_default();
+        (
+            dec(&self.ids[self.prefix..self.read]),
+            dec(&self.ids[self.prefix..]),
+        )
+    }
+
     fn push(&mut self, tok: &TextTokenizer, id: u32) -> String {
         self.ids.push(id);
-        let before = tok
-            .decode(&self.ids[self.prefix..self.read], true)
-            .unwrap_or_default();
-        let after = tok
-            .decode(&self.ids[self.prefix..], true)
-            .unwrap_or_default();
+        let (before, after) = self.window(tok);
         if after.len() > before.len() && !after.ends_with('\u{FFFD}') && after.starts_with(&before)
         {
             let delta = after[before.len()..].to_string();
@@ -95,12 +120,7 @@ impl Detok {
 
     /// Whatever is still held back at the end.
     fn flush(&mut self, tok: &TextTokenizer) -> String {
-        let before = tok
-            .decode(&self.ids[self.prefix..self.read], true)
-            .unwrap_or_default();
-        let after = tok
-            .decode(&self.ids[self.prefix..], true)
-            .unwrap_or_default();
+        let (before, after) = self.window(tok);
         self.prefix = self.ids.len();
         self.read = self.ids.len();
         after
