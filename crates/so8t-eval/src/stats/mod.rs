@@ -1,0 +1,1 @@
+//! Paired statistics (placeholder; filled in by the stats module work).
