@@ -341,6 +341,14 @@ fn source_and_modelfile_errors() {
         other => panic!("{other:?}"),
     }
     assert!(err.to_string().contains("line 3"), "{err}");
+    let err = create(
+        &e,
+        "x",
+        "FROM ./m.gguf\nTEMPLATE \"{{ range .Messages }{{ .Content }}{{ end }}\"",
+    )
+    .unwrap_err();
+    assert!(err.to_string().starts_with("TEMPLATE \"{{ range"), "{err}");
+    assert!(err.to_string().contains("at byte 19"), "{err}");
     assert!(e.lib.list().unwrap().is_empty(), "nothing half-created");
     let path = e.src.join("Modelfile");
     fs::write(&path, "FROM ./m.gguf\nBOGUS x\n").unwrap();

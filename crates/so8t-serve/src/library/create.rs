@@ -130,6 +130,14 @@ impl Library {
         progress: &mut dyn FnMut(&str),
     ) -> Result<ModelEntry> {
         let target = parse_name(name)?;
+        if let Some(t) = &modelfile.template {
+            // A template that does not parse would fail every request: refuse it here.
+            crate::template::GoTemplate::parse(t).map_err(|e| LibraryError::Source {
+                what: "TEMPLATE",
+                value: t.chars().take(60).collect(),
+                msg: e.to_string(),
+            })?;
+        }
         let from = modelfile.from.as_str();
         let path = resolve_path(base_dir, from);
         let mut inherited: Vec<Layer> = Vec::new();
