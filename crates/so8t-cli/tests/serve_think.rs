@@ -118,7 +118,7 @@ fn write_model(path: &Path, script: &Script) {
             });
         }
     }
-    while tokens.len() % 32 != 0 {
+    while !tokens.len().is_multiple_of(32) {
         tokens.push(format!("[pad{}]", tokens.len()));
         types.push(1);
         next.push(usize::MAX);
