@@ -63,6 +63,8 @@ enum Command {
     /// Check the audit log of served requests.
     #[command(subcommand)]
     Audit(commands::store::AuditCmd),
+    /// Benchmarks (MMLU, HellaSwag, GSM8K, four-class) with per-item results and a summary.
+    Eval(commands::eval::EvalArgs),
     /// Run the whole flow available so far on the bundled tiny model.
     Quickstart(commands::quickstart::QuickstartArgs),
 }
@@ -97,6 +99,7 @@ fn main() -> ExitCode {
         Command::Rm(a) => commands::store::rm(a),
         Command::Cp(a) => commands::store::cp(a),
         Command::Audit(c) => commands::store::audit(c),
+        Command::Eval(a) => commands::eval::eval(a, cli.threads),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

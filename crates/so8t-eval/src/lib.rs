@@ -1,3 +1,9 @@
-//! Benchmarks and the paired A/B test (spec §7): task loaders, metrics, statistics and reports.
+//! Benchmarks and the paired A/B test (spec §7): task loaders in lm-eval's shapes, backends (the
+//! serve engine in process, an OpenAI- or Ollama-compatible server), scoring, paired statistics
+//! and reports.
 
+pub mod backend;
+pub mod run;
+pub mod score;
 pub mod stats;
+pub mod tasks;

@@ -228,7 +228,9 @@ impl Active {
     }
 }
 
-fn log_softmax_pick(logits: &[f32], token: u32, top_n: usize) -> TokenLogprob {
+/// log p(`token`) under `logits` (log-softmax in f64, rounded to f32) and the `top_n` most likely
+/// tokens: what the APIs return as logprobs, and what `so8t eval` sums.
+pub fn log_softmax_pick(logits: &[f32], token: u32, top_n: usize) -> TokenLogprob {
     let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
     let lse = max as f64
         + logits

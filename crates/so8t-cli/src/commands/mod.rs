@@ -2,6 +2,7 @@
 
 pub mod bake;
 pub mod data;
+pub mod eval;
 pub mod generate;
 pub mod gguf;
 pub mod model;

@@ -3,7 +3,8 @@
 
 use super::config::EngineConfig;
 
-/// Cached keys and values of one sequence.
+/// Cached keys and values of one sequence (clone it to branch a shared prefix).
+#[derive(Clone)]
 pub struct SeqCache {
     pub(crate) k: Vec<Vec<f32>>,
     pub(crate) v: Vec<Vec<f32>>,
