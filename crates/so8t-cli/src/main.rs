@@ -65,6 +65,8 @@ enum Command {
     Audit(commands::store::AuditCmd),
     /// Benchmarks (MMLU, HellaSwag, GSM8K, four-class) with per-item results and a summary.
     Eval(commands::eval::EvalArgs),
+    /// The paired A/B test of two models or two eval results, with a report.
+    Ab(commands::ab::AbArgs),
     /// Run the whole flow available so far on the bundled tiny model.
     Quickstart(commands::quickstart::QuickstartArgs),
 }
@@ -100,6 +102,7 @@ fn main() -> ExitCode {
         Command::Cp(a) => commands::store::cp(a),
         Command::Audit(c) => commands::store::audit(c),
         Command::Eval(a) => commands::eval::eval(a, cli.threads),
+        Command::Ab(a) => commands::ab::ab(a, cli.threads),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

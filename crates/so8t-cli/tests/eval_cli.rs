@@ -382,3 +382,135 @@ fn scores_equal_lm_evals_in_process_and_through_the_server() {
         }
     }
 }
+
+fn so8t(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn init_tiny(dir: &Path, seed: &str) {
+    let o = so8t(&["model", "init", "--out", s(dir), "--seed", seed]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn ab_of_two_tiny_models_and_bad_input() {
+    let t = tempfile::tempdir().unwrap();
+    let (a, b) = (t.path().join("A"), t.path().join("B"));
+    init_tiny(&a, "1");
+    init_tiny(&b, "2");
+    let ex = examples();
+    let out = t.path().join("ab");
+    let mmlu = format!("mmlu={}", s(&ex.join("mmlu.jsonl")));
+    let four = format!(
+        "four_class={},max_tokens=8",
+        s(&ex.join("four_class.jsonl"))
+    );
+    let o = so8t(&[
+        "ab",
+        "--model-a",
+        s(&a),
+        "--model-b",
+        s(&b),
+        "--task",
+        &mmlu,
+        "--task",
+        &four,
+        "--out",
+        s(&out),
+        "--resamples",
+        "500",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("McNemar p"), "{stdout}");
+    let ab: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("ab.json")).unwrap()).unwrap();
+    let tasks = ab["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 2, "{ab}");
+    let four_class = tasks.iter().find(|t| t["task"] == "four_class").unwrap();
+    assert_eq!(four_class["n"], 4);
+    assert_eq!(
+        four_class["classes"]["confusion_a"]["counts"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    let mmlu_t = tasks.iter().find(|t| t["task"] == "mmlu").unwrap();
+    assert_eq!(mmlu_t["n"], 6);
+    assert!(mmlu_t["p_holm"].as_f64().unwrap() >= mmlu_t["mcnemar"]["p_value"].as_f64().unwrap());
+    assert_eq!(ab["settings"]["resamples"], 500);
+    assert_eq!(ab["a"]["model"]["path"], s(&a));
+    for f in [
+        "a/mmlu.jsonl",
+        "a/summary.json",
+        "b/run.json",
+        "report.md",
+        "report.html",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+
+    // Results of different items cannot be paired.
+    let fewer = t.path().join("fewer");
+    let o = so8t(&[
+        "eval",
+        "--model",
+        s(&b),
+        "--task",
+        &mmlu,
+        "--limit",
+        "4",
+        "--out",
+        s(&fewer),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = so8t(&[
+        "ab",
+        "--a",
+        s(&out.join("a")),
+        "--b",
+        s(&fewer),
+        "--out",
+        s(&t.path().join("x")),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("task mmlu: A and B scored different items: 6 items in A, 4 in B"),
+        "{err}"
+    );
+
+    // A task file with a wrong answer index: the file and line, before any model loads.
+    let bad = t.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"question\": \"q\", \"choices\": [\"a\", \"b\"], \"answer\": 0}\n{\"question\": \"q\", \"choices\": [\"a\", \"b\"], \"answer\": 5}\n").unwrap();
+    let o = so8t(&[
+        "eval",
+        "--model",
+        "/nonexistent",
+        "--task",
+        &format!("mmlu={}", s(&bad)),
+        "--out",
+        s(&t.path().join("y")),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("bad.jsonl:2: field `answer` = 5 is out of range"),
+        "{err}"
+    );
+    // An unknown model.
+    let o = so8t(&[
+        "eval",
+        "--model",
+        "no-such-model",
+        "--task",
+        &mmlu,
+        "--out",
+        s(&t.path().join("z")),
+        "--store",
+        s(&t.path().join("store")),
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no-such-model"));
+}

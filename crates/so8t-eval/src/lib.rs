@@ -2,7 +2,9 @@
 //! serve engine in process, an OpenAI- or Ollama-compatible server), scoring, paired statistics
 //! and reports.
 
+pub mod ab;
 pub mod backend;
+pub mod report;
 pub mod run;
 pub mod score;
 pub mod stats;

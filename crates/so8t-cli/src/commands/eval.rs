@@ -1,7 +1,7 @@
 //! `so8t eval`: benchmarks (MMLU, HellaSwag, GSM8K, four-class) on a GGUF file, an HF folder, a
 //! model of the store or a server URL, with per-item results and `summary.json`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -19,7 +19,7 @@ pub struct EvalArgs {
     /// (`http://127.0.0.1:11434`, with `--backend openai|ollama` and `--model-name`).
     #[arg(long)]
     pub model: String,
-    /// A task, `KIND=FILE[,fewshot=FILE][,num_fewshot=N][,name=NAME]`; KIND is mmlu,
+    /// A task, `KIND=FILE[,fewshot=FILE][,num_fewshot=N][,max_tokens=N][,name=NAME]`; KIND is mmlu,
     /// hellaswag, gsm8k or four_class (JSONL in the public datasets' shapes). Repeatable.
     #[arg(long = "task", required = true)]
     pub tasks: Vec<TaskSpec>,
@@ -126,19 +126,15 @@ pub fn open_backend(
     Ok((Box::new(b), info))
 }
 
-/// `so8t eval`.
-pub fn eval(a: EvalArgs, global_threads: Option<usize>) -> Result<()> {
-    let threads = a
-        .threads
-        .or(global_threads)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    if a.concurrency == 0 {
-        bail!("--concurrency must be at least 1");
-    }
-    // Every task file is read and checked before the model loads.
+/// The tasks of a run, read and checked (before any model loads), sampled to `limit`.
+pub fn load_tasks(
+    specs: &[TaskSpec],
+    limit: Option<usize>,
+    seed: u64,
+) -> Result<Vec<(TaskSpec, Vec<tasks::Item>)>> {
     let mut loaded = Vec::new();
     let mut names = std::collections::HashSet::new();
-    for spec in &a.tasks {
+    for spec in specs {
         if !names.insert(spec.name.clone()) {
             bail!(
                 "task name {:?} is used twice (give one `name=…`)",
@@ -146,24 +142,51 @@ pub fn eval(a: EvalArgs, global_threads: Option<usize>) -> Result<()> {
             );
         }
         let items = tasks::load(spec).map_err(|e| anyhow::anyhow!("{e}"))?;
-        loaded.push((spec.clone(), tasks::sample(items, a.limit, a.seed)));
+        loaded.push((spec.clone(), tasks::sample(items, limit, seed)));
     }
-    let (backend, model_info) = open_backend(&a.model, &a.backend, threads, &a.store)?;
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    Ok(loaded)
+}
+
+/// What one eval run needs besides the model.
+pub struct EvalPlan<'a> {
+    /// The tasks with their items.
+    pub tasks: &'a [(TaskSpec, Vec<tasks::Item>)],
+    /// How to reach the model.
+    pub backend: &'a BackendArgs,
+    /// Requests in flight.
+    pub concurrency: usize,
+    /// CPU threads of the in-process engine.
+    pub threads: usize,
+    /// The model store (store names).
+    pub store: &'a StoreArg,
+    /// `--limit` and `--seed`, for run.json.
+    pub limit: Option<usize>,
+    /// The sample seed.
+    pub seed: u64,
+}
+
+/// Evaluates `model` on the plan's tasks into `out` (`TASK.jsonl`, `summary.json`, `run.json`)
+/// and returns the summary.
+pub fn run_eval(model: &str, plan: &EvalPlan<'_>, out: &Path) -> Result<Value> {
+    if plan.concurrency == 0 {
+        bail!("--concurrency must be at least 1");
+    }
+    let (backend, model_info) = open_backend(model, plan.backend, plan.threads, plan.store)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut summary = Map::new();
     let mut task_info = Vec::new();
-    for (spec, items) in &loaded {
+    for (spec, items) in plan.tasks {
         let (results, wall) = timed(|| {
             run_task(
                 &spec.name,
                 spec.kind,
                 items,
                 backend.as_ref(),
-                a.concurrency,
+                plan.concurrency,
                 true,
             )
         });
-        let file = a.out.join(format!("{}.jsonl", spec.name));
+        let file = out.join(format!("{}.jsonl", spec.name));
         write_results(&file, &results).with_context(|| format!("writing {}", file.display()))?;
         let s = summarize(spec.kind, &results, wall);
         let headline = spec.kind.metrics()[0];
@@ -178,30 +201,54 @@ pub fn eval(a: EvalArgs, global_threads: Option<usize>) -> Result<()> {
             s["errors"]
         );
         summary.insert(spec.name.clone(), Value::Object(s));
-        task_info.push(json!({"name": spec.name, "kind": spec.kind.name(), "file": spec.path.display().to_string(),
-                              "fewshot": spec.fewshot.as_ref().map(|p| p.display().to_string()),
-                              "items": items.len(), "results": file.file_name().and_then(|n| n.to_str())}));
+        task_info.push(json!({"name": spec.name, "kind": spec.kind.name(),
+            "file": spec.path.display().to_string(),
+            "fewshot": spec.fewshot.as_ref().map(|p| p.display().to_string()),
+            "items": items.len(), "results": format!("{}.jsonl", spec.name)}));
     }
     let summary = Value::Object(summary);
     write_atomic(
-        &a.out.join("summary.json"),
+        &out.join("summary.json"),
         serde_json::to_string_pretty(&summary)?.as_bytes(),
     )?;
     let run = json!({
         "so8t_version": env!("CARGO_PKG_VERSION"),
         "command": std::env::args().collect::<Vec<_>>(),
-        "time": so8t_store::now_ms(),
+        "time_ms": so8t_store::now_ms(),
         "model": model_info,
         "backend": backend.describe(),
         "tasks": task_info,
-        "settings": {"limit": a.limit, "seed": a.seed, "concurrency": a.concurrency, "threads": threads,
-                     "timeout_s": a.backend.timeout, "retries": a.backend.retries},
+        "settings": {"limit": plan.limit, "seed": plan.seed, "concurrency": plan.concurrency,
+                     "threads": plan.threads, "timeout_s": plan.backend.timeout,
+                     "retries": plan.backend.retries},
         "peak_rss_bytes": peak_rss_bytes(),
     });
     write_atomic(
-        &a.out.join("run.json"),
+        &out.join("run.json"),
         serde_json::to_string_pretty(&run)?.as_bytes(),
     )?;
+    Ok(summary)
+}
+
+/// The thread count: `--threads`, the global flag, else all cores.
+pub fn threads(own: Option<usize>, global: Option<usize>) -> usize {
+    own.or(global)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// `so8t eval`.
+pub fn eval(a: EvalArgs, global_threads: Option<usize>) -> Result<()> {
+    let loaded = load_tasks(&a.tasks, a.limit, a.seed)?;
+    let plan = EvalPlan {
+        tasks: &loaded,
+        backend: &a.backend,
+        concurrency: a.concurrency,
+        threads: threads(a.threads, global_threads),
+        store: &a.store,
+        limit: a.limit,
+        seed: a.seed,
+    };
+    let summary = run_eval(&a.model, &plan, &a.out)?;
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())
 }

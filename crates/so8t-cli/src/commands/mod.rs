@@ -1,5 +1,6 @@
 //! One module per subcommand, plus the options they share.
 
+pub mod ab;
 pub mod bake;
 pub mod data;
 pub mod eval;

@@ -75,7 +75,8 @@ impl fmt::Display for TaskKind {
     }
 }
 
-/// A task on the command line: `KIND=FILE[,fewshot=FILE][,num_fewshot=N][,name=NAME]`.
+/// A task on the command line:
+/// `KIND=FILE[,fewshot=FILE][,num_fewshot=N][,max_tokens=N][,name=NAME]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskSpec {
     /// The task's name in results (default: the kind's name).
@@ -88,6 +89,8 @@ pub struct TaskSpec {
     pub fewshot: Option<PathBuf>,
     /// Few-shot examples to use (default: all in the few-shot file, at most 5 for GSM8K).
     pub num_fewshot: Option<usize>,
+    /// Most generated tokens per item (GSM8K: 256, four-class: 512 by default).
+    pub max_tokens: Option<usize>,
 }
 
 impl FromStr for TaskSpec {
@@ -108,6 +111,7 @@ impl FromStr for TaskSpec {
             path,
             fewshot: None,
             num_fewshot: None,
+            max_tokens: None,
         };
         for p in parts {
             match p.split_once('=') {
@@ -117,11 +121,17 @@ impl FromStr for TaskSpec {
                         format!("task {s:?}: num_fewshot must be a number, got {n:?}")
                     })?)
                 }
+                Some(("max_tokens", n)) => {
+                    spec.max_tokens =
+                        Some(n.parse().ok().filter(|&n: &usize| n > 0).ok_or_else(|| {
+                            format!("task {s:?}: max_tokens must be a positive number, got {n:?}")
+                        })?)
+                }
                 Some(("name", n)) if !n.is_empty() => spec.name = n.to_string(),
                 _ => {
                     return Err(format!(
                         "task {s:?}: unknown option {p:?} (expected fewshot=FILE, \
-                         num_fewshot=N or name=NAME)"
+                         num_fewshot=N, max_tokens=N or name=NAME)"
                     ))
                 }
             }
@@ -352,6 +362,14 @@ pub fn load(spec: &TaskSpec) -> Result<Vec<Item>, TaskError> {
         }
         TaskKind::FourClass => four_class::load(&spec.path)?,
     };
+    let mut items = items;
+    if let Some(n) = spec.max_tokens {
+        for it in &mut items {
+            if let Query::Generate { max_tokens, .. } = &mut it.query {
+                *max_tokens = n;
+            }
+        }
+    }
     let mut seen = std::collections::HashSet::new();
     for it in &items {
         if !seen.insert(it.id.as_str()) {
