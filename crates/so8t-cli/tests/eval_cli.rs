@@ -451,8 +451,9 @@ fn ab_of_two_tiny_models_and_bad_input() {
         assert!(out.join(f).is_file(), "{f} missing");
     }
 
-    // Results of different items cannot be paired.
+    // Results of different items cannot be paired (this run also goes into a run database).
     let fewer = t.path().join("fewer");
+    let run_dir = t.path().join("run");
     let o = so8t(&[
         "eval",
         "--model",
@@ -463,8 +464,18 @@ fn ab_of_two_tiny_models_and_bad_input() {
         "4",
         "--out",
         s(&fewer),
+        "--run-dir",
+        s(&run_dir),
+        "--label",
+        "b-sample",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let db = so8t_store::Store::open_read_only(&run_dir).unwrap();
+    let runs = db.eval_runs().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].label, "b-sample");
+    assert_eq!(runs[0].model["path"], s(&b));
+    assert_eq!(db.eval_items(runs[0].id).unwrap().len(), 4);
     let o = so8t(&[
         "ab",
         "--a",

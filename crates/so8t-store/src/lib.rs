@@ -12,6 +12,7 @@
 //! rewritten identically).
 
 pub mod audit;
+mod eval;
 mod rows;
 mod schema;
 pub mod system;
@@ -31,6 +32,7 @@ pub use audit::{
     verify as verify_audit, AuditEntry, AuditError, AuditLog, AuditProblem, AuditReport, AuditRow,
     ProblemKind,
 };
+pub use eval::{EvalItem, EvalRun};
 pub use schema::SCHEMA_VERSION;
 pub use system::{SystemSample, SystemSampler};
 

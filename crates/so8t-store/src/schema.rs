@@ -7,7 +7,7 @@ use rusqlite::Connection;
 use crate::{Error, Result};
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const V1: &str = "
 CREATE TABLE IF NOT EXISTS sessions (
@@ -75,6 +75,26 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_step ON events (step);
 ";
 
+/// Version 2: evaluation runs (`so8t eval --run-dir`) and their per-item results.
+const V2: &str = "
+CREATE TABLE IF NOT EXISTS eval_runs (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    time_ms  INTEGER NOT NULL,
+    label    TEXT NOT NULL,
+    model    TEXT NOT NULL,
+    summary  TEXT NOT NULL,
+    settings TEXT
+);
+CREATE TABLE IF NOT EXISTS eval_items (
+    run_id  INTEGER NOT NULL REFERENCES eval_runs (id),
+    task    TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    correct INTEGER NOT NULL,
+    result  TEXT NOT NULL,
+    PRIMARY KEY (run_id, task, item_id)
+);
+";
+
 fn sqlite(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
     move |source| Error::Sqlite {
         path: path.to_path_buf(),
@@ -87,22 +107,28 @@ fn version(conn: &Connection, path: &Path) -> Result<i64> {
         .map_err(sqlite(path))
 }
 
-/// Creates the tables of a new database; refuses one written by a newer so8t.
+/// Creates the tables of a new database or upgrades an older one (1 → 2 adds the eval
+/// tables); refuses one written by a newer so8t.
 pub fn migrate(conn: &Connection, path: &Path) -> Result<()> {
     let v = version(conn, path)?;
-    if v == 0 {
-        conn.execute_batch(&format!(
-            "BEGIN IMMEDIATE; {V1} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-        ))
-        .map_err(sqlite(path))?;
-        return Ok(());
-    }
-    check(v, path)
+    let missing = match v {
+        0 => format!("{V1} {V2}"),
+        1 => V2.to_string(),
+        _ => return check(v, path),
+    };
+    conn.execute_batch(&format!(
+        "BEGIN IMMEDIATE; {missing} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+    ))
+    .map_err(sqlite(path))
 }
 
-/// Checks that a database opened read-only has a schema this build reads.
+/// Checks that a database opened read-only has a schema this build reads (an older version 1
+/// reads too; it has no eval tables until a writer opens it).
 pub fn check_version(conn: &Connection, path: &Path) -> Result<()> {
-    check(version(conn, path)?, path)
+    match version(conn, path)? {
+        1 => Ok(()),
+        v => check(v, path),
+    }
 }
 
 fn check(v: i64, path: &Path) -> Result<()> {

@@ -235,7 +235,10 @@ fn bump_user_version(dir: &std::path::Path) {
     let p = dir.join(DB_FILE);
     let mut bytes = std::fs::read(&p).unwrap();
     assert!(bytes.len() >= 100, "database header missing");
-    assert_eq!(bytes[60..64], 1u32.to_be_bytes());
+    assert_eq!(
+        bytes[60..64],
+        (so8t_store::SCHEMA_VERSION as u32).to_be_bytes()
+    );
     bytes[60..64].copy_from_slice(&99u32.to_be_bytes());
     std::fs::write(&p, bytes).unwrap();
 }
@@ -256,4 +259,67 @@ fn the_sampler_reads_this_process() {
     // Throttled: a second reading within the interval is the same reading.
     let mut t = SystemSampler::new(Duration::from_secs(3600));
     assert_eq!(t.sample(), t.sample());
+}
+
+#[test]
+fn eval_runs_round_trip_and_a_version_1_database_is_upgraded() {
+    use so8t_store::EvalItem;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // A database as the first release wrote it: no eval tables, user_version 1.
+        let s = Store::open(dir.path()).unwrap();
+        drop(s);
+        let c = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+        c.execute_batch("DROP TABLE eval_items; DROP TABLE eval_runs; PRAGMA user_version = 1;")
+            .unwrap();
+    }
+    let ro = Store::open_read_only(dir.path()).unwrap();
+    assert!(ro.eval_runs().is_err(), "no eval tables before an upgrade");
+    drop(ro);
+    let mut s = Store::open(dir.path()).unwrap();
+    let items = vec![
+        EvalItem {
+            task: "mmlu".into(),
+            item_id: "q2".into(),
+            correct: false,
+            result: serde_json::json!({"id": "q2", "pred": 1}),
+        },
+        EvalItem {
+            task: "mmlu".into(),
+            item_id: "q1".into(),
+            correct: true,
+            result: serde_json::json!({"id": "q1", "pred": 0}),
+        },
+    ];
+    let summary = serde_json::json!({"mmlu": {"acc": 0.5, "acc_stderr": 0.5}});
+    let id = s
+        .add_eval_run(
+            "base",
+            &serde_json::json!({"path": "m.gguf"}),
+            &summary,
+            &serde_json::json!({"limit": null}),
+            &items,
+        )
+        .unwrap();
+    let runs = s.eval_runs().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!((runs[0].id, runs[0].label.as_str()), (id, "base"));
+    assert_eq!(runs[0].summary, summary);
+    let got = s.eval_items(id).unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].item_id, "q1");
+    assert!(got[0].correct);
+    assert_eq!(got[1].result["pred"], 1);
+    // The same item twice in one run is refused and nothing of that run is stored.
+    let dup = vec![items[0].clone(), items[0].clone()];
+    assert!(s
+        .add_eval_run(
+            "dup",
+            &serde_json::json!({}),
+            &summary,
+            &serde_json::json!({}),
+            &dup
+        )
+        .is_err());
+    assert_eq!(s.eval_runs().unwrap().len(), 1);
 }

@@ -37,6 +37,13 @@ pub struct EvalArgs {
     /// Output folder: `TASK.jsonl` per task, `summary.json`, `run.json`.
     #[arg(long)]
     pub out: PathBuf,
+    /// Also store the results in this run folder's database (`run.db`, e.g. the training run
+    /// that made the model), for the dashboard and the pipeline.
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// The name of this evaluation in the run database (default: the output folder's name).
+    #[arg(long)]
+    pub label: Option<String>,
     /// Worker threads for CPU kernels (default: all cores).
     #[arg(long, env = "SO8T_THREADS")]
     pub threads: Option<usize>,
@@ -249,6 +256,39 @@ pub fn eval(a: EvalArgs, global_threads: Option<usize>) -> Result<()> {
         seed: a.seed,
     };
     let summary = run_eval(&a.model, &plan, &a.out)?;
+    if let Some(dir) = &a.run_dir {
+        let label = a.label.clone().unwrap_or_else(|| {
+            a.out
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("eval")
+                .to_string()
+        });
+        let id = store_in_run(dir, &label, &a.out, &summary)?;
+        eprintln!(
+            "stored as evaluation {id} ({label}) in {}",
+            dir.join("run.db").display()
+        );
+    }
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())
+}
+
+/// Copies an eval output folder into `run_dir/run.db`.
+fn store_in_run(run_dir: &Path, label: &str, out: &Path, summary: &Value) -> Result<i64> {
+    let (tasks, run) = so8t_eval::ab::read_eval_dir(out).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut items = Vec::new();
+    for (task, results) in tasks {
+        for r in results {
+            items.push(so8t_store::EvalItem {
+                task: task.clone(),
+                item_id: r.id.clone(),
+                correct: r.correct,
+                result: serde_json::to_value(&r)?,
+            });
+        }
+    }
+    std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    let mut store = so8t_store::Store::open(run_dir)?;
+    Ok(store.add_eval_run(label, &run["model"], summary, &run["settings"], &items)?)
 }
