@@ -95,7 +95,7 @@ pub fn summarize(kind: TaskKind, results: &[ItemResult], wall_s: f64) -> Map<Str
     };
     let (main, alt) = match kind {
         TaskKind::Mmlu | TaskKind::FourClass => ("acc", None),
-        TaskKind::Hellaswag => ("acc", Some("acc_norm")),
+        TaskKind::Hellaswag | TaskKind::JCommonsenseQa => ("acc", Some("acc_norm")),
         TaskKind::Gsm8k => ("exact_match", Some("exact_match_flexible")),
     };
     put(&mut m, main, rate(results.iter().map(|r| r.correct)));

@@ -94,7 +94,7 @@ pub fn score_item(task: &str, kind: TaskKind, item: &Item, backend: &dyn Backend
                     let pred = argmax(&r.loglikelihoods);
                     r.pred = Some(pred);
                     r.correct = pred == *gold;
-                    if kind == TaskKind::Hellaswag {
+                    if matches!(kind, TaskKind::Hellaswag | TaskKind::JCommonsenseQa) {
                         let norm: Vec<f64> = r
                             .loglikelihoods
                             .iter()

@@ -225,3 +225,36 @@ fn limit_samples_are_seeded_and_keep_file_order() {
     assert_eq!(sample(items.clone(), None, 1).len(), 6);
     assert_eq!(sample(items, Some(60), 1).len(), 6);
 }
+
+#[test]
+fn jcommonsenseqa_items() {
+    let items = load(&spec("jcommonsenseqa", "jcommonsenseqa.jsonl")).unwrap();
+    assert_eq!(items.len(), 3);
+    let Query::Choice {
+        context,
+        continuations,
+        norm_lens,
+        gold,
+    } = &items[0].query
+    else {
+        panic!()
+    };
+    assert_eq!(
+        context,
+        "質問:日本の首都はどこ？\n選択肢:0.大阪,1.東京,2.京都,3.札幌,4.福岡\n回答:"
+    );
+    assert_eq!(continuations[1], "東京");
+    assert_eq!(norm_lens[1], 2);
+    assert_eq!((*gold, items[0].id.as_str()), (1, "1"));
+    let d = tempfile::tempdir().unwrap();
+    let p = write(
+        &d,
+        "j.jsonl",
+        "{\"question\": \"q\", \"choice0\": \"a\", \"choice1\": \"b\", \"label\": 2}\n",
+    );
+    let t: TaskSpec = format!("jcommonsenseqa={}", p.display()).parse().unwrap();
+    assert!(load(&t)
+        .unwrap_err()
+        .to_string()
+        .contains("j.jsonl:1: field `label` = 2 is out of range"));
+}

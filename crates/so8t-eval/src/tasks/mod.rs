@@ -5,6 +5,7 @@
 mod four_class;
 mod gsm8k;
 mod hellaswag;
+mod jcommonsenseqa;
 mod mmlu;
 
 use std::fmt;
@@ -28,6 +29,8 @@ pub enum TaskKind {
     Gsm8k,
     /// The four-class safety task: so8t's unified records (`instruction`, `four_class_label`).
     FourClass,
+    /// JCommonsenseQA (Japanese): `question`, `choice0`…`choice4`, `label`.
+    JCommonsenseQa,
 }
 
 impl TaskKind {
@@ -38,6 +41,7 @@ impl TaskKind {
             TaskKind::Hellaswag => "hellaswag",
             TaskKind::Gsm8k => "gsm8k",
             TaskKind::FourClass => "four_class",
+            TaskKind::JCommonsenseQa => "jcommonsenseqa",
         }
     }
 
@@ -45,7 +49,7 @@ impl TaskKind {
     pub fn metrics(self) -> &'static [&'static str] {
         match self {
             TaskKind::Mmlu => &["acc"],
-            TaskKind::Hellaswag => &["acc", "acc_norm"],
+            TaskKind::Hellaswag | TaskKind::JCommonsenseQa => &["acc", "acc_norm"],
             TaskKind::Gsm8k => &["exact_match", "exact_match_flexible"],
             TaskKind::FourClass => &["acc", "macro_f1"],
         }
@@ -56,13 +60,15 @@ impl FromStr for TaskKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         Ok(match s.to_ascii_lowercase().replace('-', "_").as_str() {
-            "mmlu" | "jcommonsenseqa" | "multiple_choice" | "mc" => TaskKind::Mmlu,
+            "mmlu" | "multiple_choice" | "mc" => TaskKind::Mmlu,
+            "jcommonsenseqa" | "jcqa" => TaskKind::JCommonsenseQa,
             "hellaswag" => TaskKind::Hellaswag,
             "gsm8k" => TaskKind::Gsm8k,
             "four_class" | "fourclass" | "safety" => TaskKind::FourClass,
             other => {
                 return Err(format!(
-                    "unknown task {other:?} (expected mmlu, hellaswag, gsm8k or four_class)"
+                    "unknown task {other:?} (expected mmlu, hellaswag, gsm8k, four_class or \
+                     jcommonsenseqa)"
                 ))
             }
         })
@@ -361,6 +367,7 @@ pub fn load(spec: &TaskSpec) -> Result<Vec<Item>, TaskError> {
             gsm8k::load(&spec.path, &shots)?
         }
         TaskKind::FourClass => four_class::load(&spec.path)?,
+        TaskKind::JCommonsenseQa => jcommonsenseqa::load(&spec.path)?,
     };
     let mut items = items;
     if let Some(n) = spec.max_tokens {
