@@ -302,6 +302,29 @@ fn scores_equal_lm_evals_in_process_and_through_the_server() {
         args.extend(["--task", a.as_str()]);
     }
     so8t_eval(&args);
+    // GSM8K through the Ollama API (generation only): the same answers as in-process.
+    let ollama = t.path().join("ollama");
+    so8t_eval(&[
+        "--model",
+        &url,
+        "--backend",
+        "ollama",
+        "--model-name",
+        "smol",
+        "--out",
+        s(&ollama),
+        "--task",
+        &task_args[2],
+    ]);
+    let (mine, theirs) = (
+        read_jsonl(&local.join("gsm8k.jsonl")),
+        read_jsonl(&ollama.join("gsm8k.jsonl")),
+    );
+    assert_eq!(mine.len(), theirs.len());
+    for (m, o) in mine.iter().zip(&theirs) {
+        assert_eq!(m["output"], o["output"], "in-process vs Ollama API");
+        assert_eq!(m["correct"], o["correct"]);
+    }
 
     // lm-eval against the same server.
     let tasks = t.path().join("tasks");
