@@ -35,7 +35,10 @@ pub(crate) fn latency_chart(tasks: &[TaskComparison], legend: (&str, &str)) -> i
         let width = (panel_w * tasks.len().max(1) as u32).max(560);
         let root = SVGBackend::with_string(&mut svg, (width, 440)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
-        let body = root.titled(&title, (FONT, 19)).map_err(err)?;
+        // The long title (what box, whiskers and dots mean) is the caption in the report.
+        let body = root
+            .titled("Latency per item (seconds)", (FONT, 19))
+            .map_err(err)?;
         let panels = body.split_evenly((1, tasks.len().max(1)));
         for (t, area) in tasks.iter().zip(panels.iter()) {
             let ymax = t
@@ -124,14 +127,7 @@ pub(crate) fn latency_chart(tasks: &[TaskComparison], legend: (&str, &str)) -> i
                     )
                     .map_err(err)?;
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .background_style(WHITE.mix(0.9))
-                .border_style(BLACK)
-                .label_font((FONT, 15))
-                .draw()
-                .map_err(err)?;
+            // No legend: the x axis names the models, and a legend would cover the boxes.
         }
         root.present().map_err(err)?;
     }
