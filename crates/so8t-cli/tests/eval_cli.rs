@@ -515,6 +515,34 @@ fn ab_of_two_tiny_models_and_bad_input() {
         "{err}"
     );
 
+    // A model of the store (created FROM the HF folder: an F16 GGUF blob), by name.
+    let store = t.path().join("store");
+    let mf = t.path().join("Modelfile");
+    std::fs::write(&mf, format!("FROM {}\n", s(&a))).unwrap();
+    let o = so8t(&["create", "tiny", "-f", s(&mf), "--store", s(&store)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let by_name = t.path().join("by_name");
+    let o = so8t(&[
+        "eval",
+        "--model",
+        "tiny",
+        "--store",
+        s(&store),
+        "--task",
+        &mmlu,
+        "--out",
+        s(&by_name),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run: Value =
+        serde_json::from_str(&std::fs::read_to_string(by_name.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["model"]["store_model"], "tiny:latest", "{run}");
+    assert_eq!(
+        run["model"]["sha256"].as_str().map(str::len),
+        Some(64),
+        "{run}"
+    );
+
     // A task file with a wrong answer index: the file and line, before any model loads.
     let bad = t.path().join("bad.jsonl");
     std::fs::write(&bad, "{\"question\": \"q\", \"choices\": [\"a\", \"b\"], \"answer\": 0}\n{\"question\": \"q\", \"choices\": [\"a\", \"b\"], \"answer\": 5}\n").unwrap();
