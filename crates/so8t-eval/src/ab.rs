@@ -337,9 +337,13 @@ pub fn compare(
     Ok(out)
 }
 
-/// The four-class task's results carry gold and predicted class ids 0–3 and a generated output.
+/// Whether these are four-class results: by their `kind`, or (results without one) by their
+/// shape: class ids 0–3, a generated output, no log-likelihoods and no GSM8K extraction.
 fn task_is_four_class(r: &[ItemResult]) -> bool {
+    if r.iter().any(|x| !x.kind.is_empty()) {
+        return r.iter().all(|x| x.kind == "four_class");
+    }
     r.iter().all(|x| {
         x.gold.is_some_and(|g| g < 4) && x.loglikelihoods.is_empty() && x.extracted.is_none()
-    }) && r.iter().any(|x| x.output.is_some() || x.error.is_some())
+    }) && r.iter().any(|x| x.output.is_some())
 }

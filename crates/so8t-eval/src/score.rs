@@ -18,6 +18,10 @@ pub struct ItemResult {
     pub task: String,
     /// The item's id.
     pub id: String,
+    /// The benchmark (`mmlu`, `hellaswag`, `gsm8k`, `four_class`, `jcommonsenseqa`; empty in
+    /// results written before this field existed).
+    #[serde(default)]
+    pub kind: String,
     /// Right by the task's headline metric (`acc`, strict `exact_match`, four-class accuracy).
     pub correct: bool,
     /// HellaSwag: right by `acc_norm`; GSM8K: right by the flexible extraction.
@@ -66,6 +70,7 @@ pub fn score_item(task: &str, kind: TaskKind, item: &Item, backend: &dyn Backend
     let mut r = ItemResult {
         task: task.to_string(),
         id: item.id.clone(),
+        kind: kind.name().to_string(),
         correct: false,
         correct_alt: None,
         gold: None,

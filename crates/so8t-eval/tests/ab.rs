@@ -11,6 +11,7 @@ fn item(task: &str, id: usize, correct: bool, latency: f64) -> ItemResult {
     ItemResult {
         task: task.into(),
         id: format!("q{id}"),
+        kind: "mmlu".into(),
         correct,
         correct_alt: None,
         gold: Some(0),
@@ -29,6 +30,7 @@ fn class_item(id: usize, gold: usize, pred: Option<usize>) -> ItemResult {
     ItemResult {
         task: "four_class".into(),
         id: format!("c{id}"),
+        kind: "four_class".into(),
         correct: pred == Some(gold),
         correct_alt: None,
         gold: Some(gold),
@@ -159,4 +161,25 @@ fn results_of_different_items_are_refused() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("share no task"), "{e}");
+}
+
+#[test]
+fn a_choice_task_whose_items_all_failed_is_not_taken_for_the_four_class_task() {
+    let failed = |i| {
+        let mut r = item("mmlu", i, false, 0.1);
+        r.loglikelihoods.clear();
+        r.greedy.clear();
+        r.error = Some("HTTP 500".into());
+        r
+    };
+    let a: Vec<ItemResult> = (0..6).map(failed).collect();
+    let b: Vec<ItemResult> = (0..6).map(|i| item("mmlu", i, true, 0.1)).collect();
+    let r = compare(
+        &BTreeMap::from([("mmlu".to_string(), a)]),
+        &BTreeMap::from([("mmlu".to_string(), b)]),
+        settings(),
+    )
+    .unwrap();
+    assert!(r[0].classes.is_none());
+    assert_eq!(r[0].errors, (6, 0));
 }

@@ -26,6 +26,12 @@ fn item(task: &str, i: usize, gold: usize, pred: Option<usize>, latency_s: f64) 
     ItemResult {
         task: task.into(),
         id: format!("{task}-{i}"),
+        kind: if task == "four_class" {
+            "four_class"
+        } else {
+            "mmlu"
+        }
+        .into(),
         correct: pred == Some(gold),
         correct_alt: None,
         gold: Some(gold),
