@@ -1,7 +1,7 @@
 //! Running tasks against a backend: items in parallel (`concurrency`), a progress bar with
 //! items/s and ETA, per-item JSONL results and the `summary.json` numbers.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -199,29 +199,9 @@ pub fn read_results(path: &Path) -> Result<Vec<ItemResult>, String> {
         .collect()
 }
 
-/// Writes `bytes` to `path` atomically.
+/// Writes `bytes` to `path` atomically (so8t-model's temp file, fsync, rename, fsync folder).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    std::fs::create_dir_all(&dir)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
-        std::process::id()
-    ));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Ok(d) = std::fs::File::open(&dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    so8t_model::io::write_atomic(path, |w| w.write_all(bytes)).map_err(std::io::Error::other)
 }
 
 /// Wall-clock helper for a task run.

@@ -5,12 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use so8t_eval::ab::{compare, read_eval_dir, AbReport, AbSettings};
+use so8t_eval::report::verdict_words;
 use so8t_eval::run::write_atomic;
-use so8t_eval::stats::Verdict;
-use so8t_eval::tasks::TaskSpec;
 
-use super::eval::{load_tasks, run_eval, threads, BackendArgs, EvalPlan};
-use super::store::StoreArg;
+use super::eval::{run_eval, EvalOpts, EvalPlan};
 
 /// `so8t ab`.
 #[derive(clap::Args, Debug)]
@@ -27,43 +25,20 @@ pub struct AbArgs {
     /// … and model B, on the same `--task` items.
     #[arg(long, requires = "model_a")]
     pub model_b: Option<String>,
-    /// Tasks for `--model-a/--model-b`, as in `so8t eval`.
-    #[arg(long = "task")]
-    pub tasks: Vec<TaskSpec>,
-    /// Items per task (`--model-a/--model-b`), sampled with `--seed`.
-    #[arg(long)]
-    pub limit: Option<usize>,
-    /// Seed of the item sample and of the bootstrap.
-    #[arg(long, default_value_t = 1234)]
-    pub seed: u64,
+    /// Tasks, backend and sampling for `--model-a/--model-b`, as in `so8t eval`; `--seed` also
+    /// seeds the bootstrap.
+    #[command(flatten)]
+    pub eval: EvalOpts,
     /// Bootstrap resamples.
     #[arg(long, default_value_t = 10_000)]
     pub resamples: usize,
     /// Significance level of the verdicts (after Holm's correction across tasks).
     #[arg(long, default_value_t = 0.05)]
     pub alpha: f64,
-    /// Requests in flight at once (server backends).
-    #[arg(long, default_value_t = 1)]
-    pub concurrency: usize,
-    #[command(flatten)]
-    pub backend: BackendArgs,
-    /// Worker threads for CPU kernels (default: all cores).
-    #[arg(long, env = "SO8T_THREADS")]
-    pub threads: Option<usize>,
-    #[command(flatten)]
-    pub store: StoreArg,
     /// Output folder: `ab.json`, `report.md`, `report.html`, `charts/` (and `a/`, `b/` when
     /// the models are evaluated here).
     #[arg(long)]
     pub out: PathBuf,
-}
-
-fn verdict_words(v: Verdict) -> &'static str {
-    match v {
-        Verdict::BBetter => "B better",
-        Verdict::BWorse => "B worse",
-        Verdict::NoSignificantDifference => "no significant difference",
-    }
 }
 
 /// `so8t ab`.
@@ -77,19 +52,7 @@ pub fn ab(a: AbArgs, global_threads: Option<usize>) -> Result<()> {
     let (dir_a, dir_b) = match (&a.a, &a.b, &a.model_a, &a.model_b) {
         (Some(x), Some(y), None, None) => (x.clone(), y.clone()),
         (None, None, Some(ma), Some(mb)) => {
-            if a.tasks.is_empty() {
-                bail!("--model-a/--model-b need at least one --task");
-            }
-            let loaded = load_tasks(&a.tasks, a.limit, a.seed)?;
-            let plan = EvalPlan {
-                tasks: &loaded,
-                backend: &a.backend,
-                concurrency: a.concurrency,
-                threads: threads(a.threads, global_threads),
-                store: &a.store,
-                limit: a.limit,
-                seed: a.seed,
-            };
+            let plan = EvalPlan::new(&a.eval, global_threads)?;
             let (da, db) = (a.out.join("a"), a.out.join("b"));
             eprintln!("A: {ma}");
             run_eval(ma, &plan, &da)?;
@@ -103,7 +66,7 @@ pub fn ab(a: AbArgs, global_threads: Option<usize>) -> Result<()> {
     let (rb, run_b) = read_eval_dir(&dir_b).map_err(|e| anyhow::anyhow!("B: {e}"))?;
     let settings = AbSettings {
         resamples: a.resamples,
-        seed: a.seed,
+        seed: a.eval.seed,
         alpha: a.alpha,
     };
     let tasks = compare(&ra, &rb, settings).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -130,7 +93,7 @@ pub fn ab(a: AbArgs, global_threads: Option<usize>) -> Result<()> {
             t.acc_delta.high,
             t.mcnemar.p_value,
             t.p_holm,
-            verdict_words(t.verdict)
+            verdict_words(t.verdict, a.alpha)
         );
     }
     let command = std::env::args().collect::<Vec<_>>().join(" ");

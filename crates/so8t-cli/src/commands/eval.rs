@@ -19,21 +19,8 @@ pub struct EvalArgs {
     /// (`http://127.0.0.1:11434`, with `--backend openai|ollama` and `--model-name`).
     #[arg(long)]
     pub model: String,
-    /// A task, `KIND=FILE[,fewshot=FILE][,num_fewshot=N][,max_tokens=N][,name=NAME]`; KIND is mmlu,
-    /// hellaswag, gsm8k or four_class (JSONL in the public datasets' shapes). Repeatable.
-    #[arg(long = "task", required = true)]
-    pub tasks: Vec<TaskSpec>,
     #[command(flatten)]
-    pub backend: BackendArgs,
-    /// Items per task, sampled with `--seed` (default: all, in file order).
-    #[arg(long)]
-    pub limit: Option<usize>,
-    /// Seed of the `--limit` sample.
-    #[arg(long, default_value_t = 1234)]
-    pub seed: u64,
-    /// Requests in flight at once (servers; the in-process engine runs one at a time).
-    #[arg(long, default_value_t = 1)]
-    pub concurrency: usize,
+    pub eval: EvalOpts,
     /// Output folder: `TASK.jsonl` per task, `summary.json`, `run.json`.
     #[arg(long)]
     pub out: PathBuf,
@@ -44,6 +31,27 @@ pub struct EvalArgs {
     /// The name of this evaluation in the run database (default: the output folder's name).
     #[arg(long)]
     pub label: Option<String>,
+}
+
+/// The items and how to ask them (shared by `so8t eval` and `so8t ab --model-a/--model-b`).
+#[derive(clap::Args, Debug)]
+pub struct EvalOpts {
+    /// A task, `KIND=FILE[,fewshot=FILE][,num_fewshot=N][,max_tokens=N][,name=NAME]`; KIND is
+    /// mmlu, hellaswag, gsm8k, four_class or jcommonsenseqa (JSONL in the public datasets'
+    /// shapes). Repeatable; at least one.
+    #[arg(long = "task")]
+    pub tasks: Vec<TaskSpec>,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// Items per task, sampled with `--seed` (default: all, in file order).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Seed of the `--limit` sample (and, in `so8t ab`, of the bootstrap).
+    #[arg(long, default_value_t = 1234)]
+    pub seed: u64,
+    /// Requests in flight at once (servers; the in-process engine runs one at a time).
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: usize,
     /// Worker threads for CPU kernels (default: all cores).
     #[arg(long, env = "SO8T_THREADS")]
     pub threads: Option<usize>,
@@ -133,63 +141,65 @@ pub fn open_backend(
     Ok((Box::new(b), info))
 }
 
-/// The tasks of a run, read and checked (before any model loads), sampled to `limit`.
-pub fn load_tasks(
-    specs: &[TaskSpec],
-    limit: Option<usize>,
-    seed: u64,
-) -> Result<Vec<(TaskSpec, Vec<tasks::Item>)>> {
-    let mut loaded = Vec::new();
-    let mut names = std::collections::HashSet::new();
-    for spec in specs {
-        if !names.insert(spec.name.clone()) {
-            bail!(
-                "task name {:?} is used twice (give one `name=…`)",
-                spec.name
-            );
-        }
-        let items = tasks::load(spec).map_err(|e| anyhow::anyhow!("{e}"))?;
-        loaded.push((spec.clone(), tasks::sample(items, limit, seed)));
-    }
-    Ok(loaded)
-}
-
-/// What one eval run needs besides the model.
+/// The options with their tasks read, checked (before any model loads) and sampled.
 pub struct EvalPlan<'a> {
+    /// The options.
+    pub opts: &'a EvalOpts,
     /// The tasks with their items.
-    pub tasks: &'a [(TaskSpec, Vec<tasks::Item>)],
-    /// How to reach the model.
-    pub backend: &'a BackendArgs,
-    /// Requests in flight.
-    pub concurrency: usize,
+    pub tasks: Vec<(TaskSpec, Vec<tasks::Item>)>,
     /// CPU threads of the in-process engine.
     pub threads: usize,
-    /// The model store (store names).
-    pub store: &'a StoreArg,
-    /// `--limit` and `--seed`, for run.json.
-    pub limit: Option<usize>,
-    /// The sample seed.
-    pub seed: u64,
+}
+
+impl<'a> EvalPlan<'a> {
+    /// Reads every task file of `opts`; `global_threads` is the top-level `--threads`.
+    pub fn new(opts: &'a EvalOpts, global_threads: Option<usize>) -> Result<Self> {
+        if opts.tasks.is_empty() {
+            bail!("give at least one --task KIND=FILE");
+        }
+        if opts.concurrency == 0 {
+            bail!("--concurrency must be at least 1");
+        }
+        let mut tasks = Vec::new();
+        let mut names = std::collections::HashSet::new();
+        for spec in &opts.tasks {
+            if !names.insert(spec.name.clone()) {
+                bail!(
+                    "task name {:?} is used twice (give one `name=…`)",
+                    spec.name
+                );
+            }
+            let items = tasks::load(spec).map_err(|e| anyhow::anyhow!("{e}"))?;
+            tasks.push((spec.clone(), tasks::sample(items, opts.limit, opts.seed)));
+        }
+        let threads = opts
+            .threads
+            .or(global_threads)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        Ok(Self {
+            opts,
+            tasks,
+            threads,
+        })
+    }
 }
 
 /// Evaluates `model` on the plan's tasks into `out` (`TASK.jsonl`, `summary.json`, `run.json`)
 /// and returns the summary.
 pub fn run_eval(model: &str, plan: &EvalPlan<'_>, out: &Path) -> Result<Value> {
-    if plan.concurrency == 0 {
-        bail!("--concurrency must be at least 1");
-    }
-    let (backend, model_info) = open_backend(model, plan.backend, plan.threads, plan.store)?;
+    let o = plan.opts;
+    let (backend, model_info) = open_backend(model, &o.backend, plan.threads, &o.store)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut summary = Map::new();
     let mut task_info = Vec::new();
-    for (spec, items) in plan.tasks {
+    for (spec, items) in &plan.tasks {
         let (results, wall) = timed(|| {
             run_task(
                 &spec.name,
                 spec.kind,
                 items,
                 backend.as_ref(),
-                plan.concurrency,
+                o.concurrency,
                 true,
             )
         });
@@ -225,9 +235,9 @@ pub fn run_eval(model: &str, plan: &EvalPlan<'_>, out: &Path) -> Result<Value> {
         "model": model_info,
         "backend": backend.describe(),
         "tasks": task_info,
-        "settings": {"limit": plan.limit, "seed": plan.seed, "concurrency": plan.concurrency,
-                     "threads": plan.threads, "timeout_s": plan.backend.timeout,
-                     "retries": plan.backend.retries},
+        "settings": {"limit": o.limit, "seed": o.seed, "concurrency": o.concurrency,
+                     "threads": plan.threads, "timeout_s": o.backend.timeout,
+                     "retries": o.backend.retries},
         "peak_rss_bytes": peak_rss_bytes(),
     });
     write_atomic(
@@ -237,24 +247,9 @@ pub fn run_eval(model: &str, plan: &EvalPlan<'_>, out: &Path) -> Result<Value> {
     Ok(summary)
 }
 
-/// The thread count: `--threads`, the global flag, else all cores.
-pub fn threads(own: Option<usize>, global: Option<usize>) -> usize {
-    own.or(global)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-}
-
 /// `so8t eval`.
 pub fn eval(a: EvalArgs, global_threads: Option<usize>) -> Result<()> {
-    let loaded = load_tasks(&a.tasks, a.limit, a.seed)?;
-    let plan = EvalPlan {
-        tasks: &loaded,
-        backend: &a.backend,
-        concurrency: a.concurrency,
-        threads: threads(a.threads, global_threads),
-        store: &a.store,
-        limit: a.limit,
-        seed: a.seed,
-    };
+    let plan = EvalPlan::new(&a.eval, global_threads)?;
     let summary = run_eval(&a.model, &plan, &a.out)?;
     if let Some(dir) = &a.run_dir {
         let label = a.label.clone().unwrap_or_else(|| {

@@ -33,11 +33,11 @@ pub(super) fn load(path: &Path) -> Result<Vec<Item>, TaskError> {
                     "field `four_class_label`: expected ALLOW, ESCALATION, DENY, REFUSE or 0–3, got {label_v}"
                 ))
             })?;
-            let text = match map.get("instruction").or_else(|| map.get("text")) {
-                Some(_) if map.contains_key("instruction") => r.str("instruction")?,
-                Some(_) => r.str("text")?,
-                None => return Err(r.err("field `instruction` (or `text`) is missing".into())),
-            };
+            let field = ["instruction", "text"]
+                .into_iter()
+                .find(|f| map.contains_key(*f))
+                .ok_or_else(|| r.err("field `instruction` (or `text`) is missing".into()))?;
+            let text = r.str(field)?;
             let input = map.get("input").and_then(|v| v.as_str()).unwrap_or("");
             let user = if input.is_empty() { text.to_string() } else { format!("{text}\n\n{input}") };
             let system = map
