@@ -69,9 +69,39 @@ enum Command {
     Ab(commands::ab::AbArgs),
     /// Run the whole flow available so far on the bundled tiny model.
     Quickstart(commands::quickstart::QuickstartArgs),
+    /// The whole flow as one resumable pipeline: run it, or show its status.
+    #[command(subcommand)]
+    Pipeline(commands::pipeline::PipelineCmd),
+    /// Watch a folder of training runs and run the post-training workflow once per finished run.
+    Watch(commands::watch::WatchArgs),
+    /// Power-on resume: install the systemd unit (or Windows task) that resumes unfinished work.
+    #[command(subcommand)]
+    Service(commands::service::ServiceCmd),
 }
 
+/// glibc's allocator returns every freed block above 128 KiB (its starting mmap threshold) to
+/// the kernel at once, so each activation tensor of a training step costs an mmap, page faults
+/// and an munmap: a third of the time of a small model's step. Keeping blocks up to 32 MiB (the
+/// largest threshold glibc accepts) on the heap, with a 1 GiB trim threshold, halves that
+/// model's step time. Variables of the same names in the environment still win.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_allocator() {
+    let set = |env: &str, param: i32, value: i32| {
+        if std::env::var_os(env).is_none() {
+            // SAFETY: mallopt only changes allocator parameters; called before any thread starts.
+            unsafe { libc::mallopt(param, value) };
+        }
+    };
+    set("MALLOC_MMAP_THRESHOLD_", libc::M_MMAP_THRESHOLD, 32 << 20);
+    set("MALLOC_TRIM_THRESHOLD_", libc::M_TRIM_THRESHOLD, 1 << 30);
+    set("MALLOC_TOP_PAD_", libc::M_TOP_PAD, 64 << 20);
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}
+
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     if let Some(n) = cli.threads {
         // candle's CPU kernels (gemm, rayon) read this when their pools start.
@@ -103,6 +133,9 @@ fn main() -> ExitCode {
         Command::Audit(c) => commands::store::audit(c),
         Command::Eval(a) => commands::eval::eval(a, cli.threads),
         Command::Ab(a) => commands::ab::ab(a, cli.threads),
+        Command::Pipeline(c) => commands::pipeline::run(c, cli.threads),
+        Command::Watch(a) => commands::watch::run(a),
+        Command::Service(c) => commands::service::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -20,6 +20,7 @@ fn tiny_tokenizer(dir: &Path) -> TextTokenizer {
             seed: 1,
             tokenizer_corpus: vec![],
             dtype: None,
+            vocab_size: None,
         },
         &m,
     )

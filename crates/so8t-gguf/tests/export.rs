@@ -22,6 +22,7 @@ fn tiny(dir: &Path, arch: Arch) -> PathBuf {
             seed: 11,
             tokenizer_corpus: vec![],
             dtype: None,
+            vocab_size: None,
         },
         &m,
     )

@@ -77,6 +77,8 @@ pub struct InitOptions {
     pub tokenizer_corpus: Vec<PathBuf>,
     /// Weight dtype; `None` = f32 for tiny/small, bf16 for phi3.5-mini.
     pub dtype: Option<DType>,
+    /// Vocabulary size of the trained tokenizer (and of the model); `None` = the preset's.
+    pub vocab_size: Option<usize>,
 }
 
 struct Shape {
@@ -91,6 +93,15 @@ struct Shape {
 }
 
 fn shape(o: &InitOptions) -> Shape {
+    let mut s = preset_shape(o);
+    if let Some(v) = o.vocab_size {
+        s.tokenizer_vocab = v;
+        s.model_vocab = None;
+    }
+    s
+}
+
+fn preset_shape(o: &InitOptions) -> Shape {
     let gqa = o.arch == Arch::Llama;
     match o.preset {
         Preset::Tiny => Shape {
@@ -175,6 +186,12 @@ fn read_corpus(files: &[PathBuf]) -> Result<Vec<String>> {
 /// Creates the model folder `out`: config.json, generation_config.json, model.safetensors,
 /// tokenizer.json, tokenizer_config.json, special_tokens_map.json. Returns the config.
 pub fn init_model(opts: &InitOptions, out: &Path) -> Result<Config> {
+    if let Some(v) = opts.vocab_size.filter(|&v| !(320..=1 << 20).contains(&v)) {
+        return Err(Error::Generation(format!(
+            "vocabulary size {v}: expected 320 to 1048576 (256 byte tokens, the special tokens \
+             and room for merges)"
+        )));
+    }
     let s = shape(opts);
     let corpus = read_corpus(&opts.tokenizer_corpus)?;
     let tok = train_tokenizer(&corpus, s.tokenizer_vocab)?;
@@ -382,6 +399,7 @@ mod tests {
             seed: 0,
             tokenizer_corpus: vec![],
             dtype: None,
+            vocab_size: None,
         };
         let s = shape(&o);
         let v = config_value(&o, &s, 32064, [1, 32000], "bfloat16");

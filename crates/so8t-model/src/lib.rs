@@ -19,6 +19,7 @@ mod chat_template;
 mod config;
 pub mod dropout;
 mod error;
+pub mod full;
 pub mod generate;
 pub mod hub;
 pub mod init;

@@ -292,6 +292,7 @@ fn sentencepiece_gguf_tokenizes_like_llama_cpp() {
             seed: 11,
             tokenizer_corpus: vec![],
             dtype: None,
+            vocab_size: None,
         },
         &model,
     )

@@ -178,6 +178,11 @@ pub struct TrainingSection {
     /// config without it does not change.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub gradient_checkpointing: bool,
+    /// Train every weight of the model (embeddings, norms, linears, lm_head) instead of LoRA
+    /// adapters; `final/model/` then holds the trained model. Needs `lora.enabled: false`,
+    /// `dtype: f32` and `base_dtype: same`. Left out of the serialized config when false.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub full_finetune: bool,
 }
 
 impl Default for TrainingSection {
@@ -191,6 +196,7 @@ impl Default for TrainingSection {
             seed: 42,
             base_dtype: "same".into(),
             gradient_checkpointing: false,
+            full_finetune: false,
         }
     }
 }
@@ -326,6 +332,20 @@ impl TrainConfig {
                 format!("{:?}: expected one of {BASE_DTYPES:?}", t.base_dtype),
             ));
         }
+        if t.full_finetune {
+            let why = if self.lora.enabled {
+                Some("set lora.enabled: false (full fine-tuning trains the weights themselves)")
+            } else if t.dtype != "f32" {
+                Some("full fine-tuning needs training.dtype: f32")
+            } else if t.base_dtype != "same" {
+                Some("full fine-tuning needs training.base_dtype: same")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(Error::invalid("training.full_finetune", why));
+            }
+        }
         if self.data.max_seq_len < 2 {
             return Err(Error::invalid("data.max_seq_len", "must be at least 2"));
         }
@@ -357,6 +377,7 @@ impl TrainConfig {
             total_steps,
             seed: self.training.seed,
             gradient_checkpointing: self.training.gradient_checkpointing,
+            full_finetune: self.training.full_finetune,
         }
     }
 

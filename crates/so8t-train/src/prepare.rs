@@ -27,6 +27,7 @@ pub fn prepare_builtins(cfg: &mut TrainConfig, run_dir: &Path) -> Result<()> {
                     seed: cfg.training.seed,
                     tokenizer_corpus: vec![],
                     dtype: None,
+                    vocab_size: None,
                 },
                 &tmp,
             )?;

@@ -11,7 +11,8 @@
 //! 3. for each layer `l` from the top, recompute it with tracking from a `Var` of its input and
 //!    backward `sum(out · g_{l+1})` (`g_{l+1}` detached): that gives `g_l` and the gradients of
 //!    the layer's LoRA matrices and of its gate generator, which are added to the result;
-//! 4. backward L_orth (and a learned α's pull) on its own.
+//! 4. with full fine-tuning, backward `sum(x₀ · g₀)` into the embedding;
+//! 5. backward L_orth (and a learned α's pull) on its own.
 //!
 //! The layer's SO(8) blend matrix is rebuilt inside its tracked recompute, so each generator
 //! receives its layer's gradient exactly once. LoRA dropout draws the same masks in the
@@ -95,13 +96,17 @@ pub(crate) fn checkpointed_grads(
         };
         let out = model.layer_forward(l, xin.as_tensor(), &prep, gate.as_ref(), true)?;
         let mut store = (out * &grad_out)?.sum_all()?.backward()?;
-        if l > 0 {
-            grad_out = take_grad(&mut store, &xin)?;
-        }
+        grad_out = take_grad(&mut store, &xin)?;
+        add_grads(&mut acc, store, vars)?;
+    }
+    // With full fine-tuning the embedding is a variable: its gradient is the first layer's
+    // input gradient scattered back through the lookup.
+    if prep.x0.track_op() {
+        let store = (&prep.x0 * &grad_out)?.sum_all()?.backward()?;
         add_grads(&mut acc, store, vars)?;
     }
 
-    // 4. L_orth and the learned α's pull.
+    // 5. L_orth and the learned α's pull.
     if let Some(o) = orth {
         add_grads(&mut acc, (o / n)?.backward()?, vars)?;
     }

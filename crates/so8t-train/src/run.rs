@@ -277,6 +277,9 @@ fn write_final(dir: &Path, trainer: &Trainer, cfg: &TrainConfig, session: &Sessi
             &cfg.model.display().to_string(),
         )?;
     }
+    if trainer.cfg.full_finetune {
+        so8t_model::full::save_model(&trainer.model, &cfg.model, &out.join("model"), DType::F32)?;
+    }
     let resolved =
         serde_yaml_ng::to_string(cfg).map_err(|e| Error::invalid("config", e.to_string()))?;
     so8t_model::io::write_string_atomic(&out.join("config.yaml"), &resolved)?;
@@ -285,7 +288,7 @@ fn write_final(dir: &Path, trainer: &Trainer, cfg: &TrainConfig, session: &Sessi
     let card = format!(
         "# SO8T fine-tune\n\nBase model: `{}`\n\nSteps: {} · best loss: {}\n\n\
          - `gates.safetensors`: SO(8) generators (bake with α = {alpha_end:.6})\n\
-         - `adapter/`: LoRA adapter (PEFT format)\n- `config.yaml`: the resolved training config\n\n\
+         - `adapter/`: LoRA adapter (PEFT format), or `model/`: the fully fine-tuned weights\n- `config.yaml`: the resolved training config\n\n\
          Bake into a plain model: `so8t bake --run RUN_DIR --out DIR` (or `so8t bake --model {} --gates gates.safetensors --alpha {alpha_end:.6} --adapter adapter --out DIR`)\n",
         cfg.model.display(),
         session.total_steps,
@@ -295,11 +298,15 @@ fn write_final(dir: &Path, trainer: &Trainer, cfg: &TrainConfig, session: &Sessi
     so8t_model::io::write_string_atomic(&out.join("README.md"), &card)?;
     // What `so8t bake --run DIR` needs; a base model inside the run folder is kept relative so
     // the folder can move.
-    let base = cfg
-        .model
-        .strip_prefix(dir)
-        .map(|p| Path::new(".").join(p))
-        .unwrap_or_else(|_| cfg.model.clone());
+    // With full fine-tuning the trained weights in `final/model` are what gets baked.
+    let base = if trainer.cfg.full_finetune {
+        Path::new(".").join("final").join("model")
+    } else {
+        cfg.model
+            .strip_prefix(dir)
+            .map(|p| Path::new(".").join(p))
+            .unwrap_or_else(|_| cfg.model.clone())
+    };
     let bake = serde_json::json!({
         "base_model": base.display().to_string(),
         "alpha": alpha_end,

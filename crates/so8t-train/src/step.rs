@@ -73,6 +73,8 @@ pub struct StepConfig {
     /// Recompute each decoder layer in the backward pass instead of keeping its activations
     /// (same loss and gradients, less memory, about one more forward pass of time).
     pub gradient_checkpointing: bool,
+    /// Train every weight of the model (named by HF name in the optimizer).
+    pub full_finetune: bool,
 }
 
 /// Everything logged for one optimizer step.
@@ -202,6 +204,15 @@ impl Trainer {
         if let Some(l) = &cfg.lora {
             vars.extend(attach(&mut model, l, cfg.seed)?);
         }
+        if cfg.full_finetune {
+            if cfg.lora.is_some() {
+                return Err(Error::invalid(
+                    "training.full_finetune",
+                    "full fine-tuning and LoRA exclude each other",
+                ));
+            }
+            vars.extend(so8t_model::full::make_trainable(&mut model)?);
+        }
         let gates = if cfg.gates.enabled {
             let method: RotationMethod = cfg.gates.parametrization.parse()?;
             let sel: LayerSelection = cfg.gates.layer_indices.parse()?;
@@ -227,7 +238,7 @@ impl Trainer {
         if vars.is_empty() {
             return Err(Error::invalid(
                 "so8t.enabled",
-                "nothing to train: enable the gates or LoRA",
+                "nothing to train: enable the gates, LoRA or full fine-tuning",
             ));
         }
         let opt = AdamW::new(vars, cfg.optim.clone());

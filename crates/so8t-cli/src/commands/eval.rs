@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Map, Value};
 use so8t_eval::backend::{Backend, HttpBackend, HttpFlavor, LocalBackend};
-use so8t_eval::run::{peak_rss_bytes, run_task, summarize, timed, write_atomic, write_results};
-use so8t_eval::tasks::{self, TaskSpec};
+use so8t_eval::suite::{run_suite, Suite};
+use so8t_eval::tasks::TaskSpec;
 
 use super::store::StoreArg;
 
@@ -146,39 +146,31 @@ pub struct EvalPlan<'a> {
     /// The options.
     pub opts: &'a EvalOpts,
     /// The tasks with their items.
-    pub tasks: Vec<(TaskSpec, Vec<tasks::Item>)>,
+    pub suite: Suite,
     /// CPU threads of the in-process engine.
     pub threads: usize,
 }
 
 impl<'a> EvalPlan<'a> {
-    /// Reads every task file of `opts`; `global_threads` is the top-level `--threads`.
+    /// Loads and samples every task; checks the options.
     pub fn new(opts: &'a EvalOpts, global_threads: Option<usize>) -> Result<Self> {
-        if opts.tasks.is_empty() {
-            bail!("give at least one --task KIND=FILE");
-        }
         if opts.concurrency == 0 {
             bail!("--concurrency must be at least 1");
         }
-        let mut tasks = Vec::new();
-        let mut names = std::collections::HashSet::new();
-        for spec in &opts.tasks {
-            if !names.insert(spec.name.clone()) {
-                bail!(
-                    "task name {:?} is used twice (give one `name=…`)",
-                    spec.name
-                );
+        let suite = Suite::load(&opts.tasks, opts.limit, opts.seed).map_err(|e| {
+            if opts.tasks.is_empty() {
+                anyhow::anyhow!("give at least one --task KIND=FILE")
+            } else {
+                anyhow::anyhow!("{e}")
             }
-            let items = tasks::load(spec).map_err(|e| anyhow::anyhow!("{e}"))?;
-            tasks.push((spec.clone(), tasks::sample(items, opts.limit, opts.seed)));
-        }
+        })?;
         let threads = opts
             .threads
             .or(global_threads)
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         Ok(Self {
             opts,
-            tasks,
+            suite,
             threads,
         })
     }
@@ -189,62 +181,29 @@ impl<'a> EvalPlan<'a> {
 pub fn run_eval(model: &str, plan: &EvalPlan<'_>, out: &Path) -> Result<Value> {
     let o = plan.opts;
     let (backend, model_info) = open_backend(model, &o.backend, plan.threads, &o.store)?;
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let mut summary = Map::new();
-    let mut task_info = Vec::new();
-    for (spec, items) in &plan.tasks {
-        let (results, wall) = timed(|| {
-            run_task(
-                &spec.name,
-                spec.kind,
-                items,
-                backend.as_ref(),
-                o.concurrency,
-                true,
-            )
-        });
-        let file = out.join(format!("{}.jsonl", spec.name));
-        write_results(&file, &results).with_context(|| format!("writing {}", file.display()))?;
-        let s = summarize(spec.kind, &results, wall);
-        let headline = spec.kind.metrics()[0];
-        eprintln!(
-            "{}: {headline} {:.4} ± {:.4} on {} items ({} errors) in {wall:.1}s",
-            spec.name,
-            s[headline].as_f64().unwrap_or(f64::NAN),
-            s[&format!("{headline}_stderr")]
-                .as_f64()
-                .unwrap_or(f64::NAN),
-            results.len(),
-            s["errors"]
-        );
-        summary.insert(spec.name.clone(), Value::Object(s));
-        task_info.push(json!({"name": spec.name, "kind": spec.kind.name(),
-            "file": spec.path.display().to_string(),
-            "fewshot": spec.fewshot.as_ref().map(|p| p.display().to_string()),
-            "items": items.len(), "results": format!("{}.jsonl", spec.name)}));
-    }
-    let summary = Value::Object(summary);
-    write_atomic(
-        &out.join("summary.json"),
-        serde_json::to_string_pretty(&summary)?.as_bytes(),
-    )?;
-    let run = json!({
-        "so8t_version": env!("CARGO_PKG_VERSION"),
-        "command": std::env::args().collect::<Vec<_>>(),
-        "time_ms": so8t_store::now_ms(),
-        "model": model_info,
-        "backend": backend.describe(),
-        "tasks": task_info,
-        "settings": {"limit": o.limit, "seed": o.seed, "concurrency": o.concurrency,
-                     "threads": plan.threads, "timeout_s": o.backend.timeout,
-                     "retries": o.backend.retries},
-        "peak_rss_bytes": peak_rss_bytes(),
-    });
-    write_atomic(
-        &out.join("run.json"),
-        serde_json::to_string_pretty(&run)?.as_bytes(),
-    )?;
-    Ok(summary)
+    let mut info = Map::new();
+    info.insert("so8t_version".into(), json!(env!("CARGO_PKG_VERSION")));
+    info.insert(
+        "command".into(),
+        json!(std::env::args().collect::<Vec<_>>()),
+    );
+    info.insert("time_ms".into(), json!(so8t_store::now_ms()));
+    info.insert("model".into(), model_info);
+    info.insert(
+        "settings".into(),
+        json!({"limit": o.limit, "seed": o.seed, "concurrency": o.concurrency,
+               "threads": plan.threads, "timeout_s": o.backend.timeout,
+               "retries": o.backend.retries}),
+    );
+    run_suite(
+        backend.as_ref(),
+        &plan.suite,
+        o.concurrency,
+        true,
+        out,
+        info,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// `so8t eval`.
@@ -271,19 +230,5 @@ pub fn eval(a: EvalArgs, global_threads: Option<usize>) -> Result<()> {
 
 /// Copies an eval output folder into `run_dir/run.db`.
 fn store_in_run(run_dir: &Path, label: &str, out: &Path, summary: &Value) -> Result<i64> {
-    let (tasks, run) = so8t_eval::ab::read_eval_dir(out).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut items = Vec::new();
-    for (task, results) in tasks {
-        for r in results {
-            items.push(so8t_store::EvalItem {
-                task: task.clone(),
-                item_id: r.id.clone(),
-                correct: r.correct,
-                result: serde_json::to_value(&r)?,
-            });
-        }
-    }
-    std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
-    let mut store = so8t_store::Store::open(run_dir)?;
-    Ok(store.add_eval_run(label, &run["model"], summary, &run["settings"], &items)?)
+    so8t_eval::suite::store_in_run(run_dir, label, out, summary).map_err(|e| anyhow::anyhow!("{e}"))
 }

@@ -7,12 +7,15 @@ pub mod eval;
 pub mod generate;
 pub mod gguf;
 pub mod model;
+pub mod pipeline;
 pub mod pull;
 pub mod quickstart;
 pub mod serve;
+pub mod service;
 pub mod store;
 pub mod train;
 pub mod train_status;
+pub mod watch;
 
 use std::path::PathBuf;
 

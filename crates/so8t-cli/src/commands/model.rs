@@ -93,6 +93,10 @@ pub struct InitArgs {
     /// Seed of the random weights.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Tokenizer (and model) vocabulary size instead of the preset's (e.g. 2048 for a tiny
+    /// model whose tokenizer is trained on the fine-tuning data).
+    #[arg(long)]
+    pub vocab_size: Option<usize>,
     /// Weight dtype: f32, f16, bf16 (default f32; bf16 for phi3.5-mini).
     #[arg(long)]
     pub dtype: Option<String>,
@@ -240,6 +244,7 @@ fn init(a: InitArgs) -> Result<()> {
         seed: a.seed,
         tokenizer_corpus: a.tokenizer_corpus,
         dtype,
+        vocab_size: a.vocab_size,
     };
     let cfg = init_model(&opts, &a.out).with_context(|| format!("creating {}", a.out.display()))?;
     eprintln!(

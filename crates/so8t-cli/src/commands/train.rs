@@ -73,6 +73,10 @@ pub fn run_cmd(a: TrainArgs) -> Result<()> {
             run_dir.display()
         );
     }
+    // Power-on resume: `so8t service resume` continues this run after a reboot.
+    let resume_entry = a
+        .auto_resume
+        .then(|| register_for_resume(&config, &run_dir, a.max_steps));
     let interrupt = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, interrupt.clone())?;
@@ -111,6 +115,13 @@ pub fn run_cmd(a: TrainArgs) -> Result<()> {
     })
     .with_context(|| format!("training in {}", run_dir.display()))?;
     bar.finish_and_clear();
+    if let Some(Some(dir)) = &resume_entry {
+        if session.status == so8t_store::Status::Completed {
+            if let Err(e) = so8t_pipeline::registry::unregister(dir) {
+                tracing::warn!("power-on resume registry: {e}");
+            }
+        }
+    }
     eprintln!(
         "{} at step {}/{} (best loss {}); run folder {}",
         session.status.as_str(),
@@ -121,4 +132,41 @@ pub fn run_cmd(a: TrainArgs) -> Result<()> {
     );
     println!("{}", serde_json::to_string_pretty(&session)?);
     Ok(())
+}
+
+/// Registers the run for power-on resume; returns its absolute folder, or `None` (with a
+/// warning) when the registry cannot be written.
+fn register_for_resume(
+    config: &std::path::Path,
+    run_dir: &std::path::Path,
+    max_steps: Option<u64>,
+) -> Option<PathBuf> {
+    let abs = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let (config, dir) = (abs(config), abs(run_dir));
+    let mut args: Vec<String> = vec![
+        "train".into(),
+        "--config".into(),
+        config.to_string_lossy().into_owned(),
+        "--run-dir".into(),
+        dir.to_string_lossy().into_owned(),
+        "--auto-resume".into(),
+    ];
+    if let Some(n) = max_steps {
+        args.extend(["--max-steps".into(), n.to_string()]);
+    }
+    let entry = so8t_pipeline::registry::Entry {
+        kind: "train".into(),
+        dir: dir.clone(),
+        args,
+        registered_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
+    match so8t_pipeline::registry::register(entry) {
+        Ok(()) => Some(dir),
+        Err(e) => {
+            tracing::warn!("power-on resume registry: {e}");
+            None
+        }
+    }
 }

@@ -29,6 +29,7 @@ pub fn tiny_model(dir: &Path) -> PathBuf {
             seed: 3,
             tokenizer_corpus: vec![],
             dtype: None,
+            vocab_size: None,
         },
         &model,
     )
@@ -54,6 +55,7 @@ pub fn step_config(total: u64) -> StepConfig {
         total_steps: total,
         seed: 7,
         gradient_checkpointing: false,
+        full_finetune: false,
     }
 }
 
