@@ -366,3 +366,90 @@ fn watch_runs_the_post_training_workflow_once_for_a_real_training_run() {
     assert!(watcher.wait().unwrap().success());
     assert!(!runs.join(".so8t-watch/watch.pid").exists());
 }
+
+/// Answers one HTTP request with 200 and returns its body.
+fn one_request_server() -> (String, std::thread::JoinHandle<String>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    let h = std::thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut len = 0;
+        loop {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap();
+            }
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+        }
+        let mut body = vec![0; len];
+        r.read_exact(&mut body).unwrap();
+        let mut s = s;
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            .unwrap();
+        String::from_utf8(body).unwrap()
+    });
+    (url, h)
+}
+
+#[test]
+fn a_failing_step_is_retried_then_stops_the_pipeline_and_notifies() {
+    let t = tempfile::tempdir().unwrap();
+    let bad = t.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"instruction\": \"hi\", \"four_class_label\": \"MAYBE\"}\n",
+    )
+    .unwrap();
+    let (url, server) = one_request_server();
+    let cfg = t.path().join("p.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "name: failing\ndata:\n  inputs: [bad.jsonl]\nretries: 2\nbackoff_secs: 0.1\n\
+             notify:\n  desktop: true\n  webhook:\n    url: {url}\n"
+        ),
+    )
+    .unwrap();
+    let dir = t.path().join("p");
+    let o = Command::new(BIN)
+        .args([
+            "pipeline",
+            "run",
+            "--no-register",
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
+        .args(["--dir", dir.to_str().unwrap()])
+        .env("PATH", t.path()) // no notify-send: that notifier fails, the webhook still goes out
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("step data: failed after 3 attempts"), "{err}");
+    assert!(err.contains("bad.jsonl"), "{err}");
+    assert_eq!(err.matches("retrying in").count(), 2, "{err}");
+    let j = journal(&dir);
+    assert_eq!(j["status"], "failed");
+    assert_eq!(j["steps"]["data"]["status"], "failed");
+    assert_eq!(j["steps"]["data"]["attempts"], 3);
+    let body: Value = serde_json::from_str(&server.join().unwrap()).unwrap();
+    assert_eq!(body["status"], "failed", "{body}");
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .contains("failed after 3 attempts"));
+    let st = Command::new(BIN)
+        .args(["pipeline", "status", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&st.stdout);
+    assert!(
+        text.contains("status    failed") && text.contains("(3 attempts)"),
+        "{text}"
+    );
+}

@@ -77,3 +77,38 @@ pub fn before(ctx: &Ctx<'_>, step: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::PipelineConfig;
+
+    #[test]
+    fn a_base_model_larger_than_the_disk_fails_before_training() {
+        let d = tempfile::tempdir().unwrap();
+        let base = d.path().join("base");
+        std::fs::create_dir_all(&base).unwrap();
+        // A sparse 8 TiB weight file: no disk here has three times that free.
+        let f = std::fs::File::create(base.join("model.safetensors")).unwrap();
+        f.set_len(1 << 43).unwrap();
+        let cfg = PipelineConfig {
+            base_model: base.display().to_string(),
+            ..Default::default()
+        };
+        let ctx = Ctx {
+            cfg: &cfg,
+            cfg_dir: d.path().to_path_buf(),
+            dir: d.path().to_path_buf(),
+            interrupt: Arc::new(AtomicBool::new(false)),
+            log: Arc::new(|_: &str| {}),
+        };
+        let e = before(&ctx, "train").unwrap_err();
+        assert!(e.contains("of free disk in") && e.contains("GiB"), "{e}");
+        assert!(before(&ctx, "data").is_ok());
+        assert!(free_disk(d.path()).is_some_and(|b| b > 0));
+        assert!(available_memory().is_some_and(|b| b > 0));
+    }
+}
