@@ -55,9 +55,7 @@ fn step_status(dir: &Path, step: &str) -> String {
 }
 
 fn sha256(p: &Path) -> String {
-    use sha2::Digest;
-    let b = std::fs::read(p).unwrap();
-    format!("{:x}", sha2::Sha256::digest(&b))
+    so8t_store::audit::sha256_file(p).unwrap()
 }
 
 /// GGUF hashes and per-item eval results (without timings): what must not depend on crashes.

@@ -105,6 +105,19 @@ fn adapter_deltas(dir: &Path) -> Result<BTreeMap<String, Tensor>> {
     Ok(out)
 }
 
+/// Copies the [`SIDE_FILES`] `model_dir` has (config, tokenizer, chat template) into `out_dir`,
+/// each atomically.
+pub(crate) fn copy_side_files(model_dir: &Path, out_dir: &Path) -> Result<()> {
+    for f in SIDE_FILES {
+        let src = model_dir.join(f);
+        if src.exists() {
+            let bytes = std::fs::read(&src).map_err(|e| Error::io(&src, e))?;
+            crate::io::write_atomic(&out_dir.join(f), |w| w.write_all(&bytes))?;
+        }
+    }
+    Ok(())
+}
+
 /// Bakes `model_dir` + gates (+ adapter) into `out_dir`, a standard HF folder without gates.
 pub fn bake(model_dir: &Path, out_dir: &Path, opts: &BakeOptions) -> Result<BakeReport> {
     let same = match (model_dir.canonicalize(), out_dir.canonicalize()) {
@@ -208,14 +221,7 @@ pub fn bake(model_dir: &Path, out_dir: &Path, opts: &BakeOptions) -> Result<Bake
         write_safetensors_streaming(&out, pending, &meta)?;
         files.push(out);
     }
-    for f in SIDE_FILES {
-        let src = model_dir.join(f);
-        if src.exists() {
-            let dst = out_dir.join(f);
-            let bytes = std::fs::read(&src).map_err(|e| Error::io(&src, e))?;
-            crate::io::write_atomic(&dst, |w| w.write_all(&bytes))?;
-        }
-    }
+    copy_side_files(model_dir, out_dir)?;
     let layers: Vec<usize> = gates.generators.keys().copied().collect();
     let manifest = serde_json::json!({
         "so8t_bake": 1,

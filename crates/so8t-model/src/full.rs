@@ -9,7 +9,7 @@ use std::path::Path;
 
 use candle_core::{DType, Var};
 
-use crate::bake::SIDE_FILES;
+use crate::bake::copy_side_files;
 use crate::error::{Error, Result};
 use crate::linear::LinearWeight;
 use crate::Model;
@@ -87,12 +87,5 @@ pub fn save_model(model: &Model, base_dir: &Path, out_dir: &Path, dtype: DType) 
         tensors.insert(name, t.to_dtype(dtype)?);
     }
     crate::io::write_safetensors(&out_dir.join("model.safetensors"), &tensors)?;
-    for f in SIDE_FILES {
-        let src = base_dir.join(f);
-        if src.exists() {
-            let bytes = std::fs::read(&src).map_err(|e| Error::io(&src, e))?;
-            crate::io::write_atomic(&out_dir.join(f), |w| w.write_all(&bytes))?;
-        }
-    }
-    Ok(())
+    copy_side_files(base_dir, out_dir)
 }

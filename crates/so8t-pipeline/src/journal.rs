@@ -4,11 +4,11 @@
 //! (never trusted).
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+pub use so8t_store::audit::{sha256_file, sha256_hex};
+pub use so8t_store::now_ms;
 
 use crate::PipelineError;
 
@@ -54,9 +54,9 @@ pub struct StepRecord {
     /// Attempts made in the last run of the step.
     pub attempts: u32,
     /// Unix milliseconds of the last start.
-    pub started_ms: u64,
+    pub started_ms: i64,
     /// Unix milliseconds of the end (0 while running).
-    pub finished_ms: u64,
+    pub finished_ms: i64,
     /// The last error.
     pub error: Option<String>,
     /// What the step reports (counts, metrics, model names).
@@ -73,9 +73,9 @@ pub struct Journal {
     /// PID of the process that last wrote it.
     pub pid: u32,
     /// Unix milliseconds of the current run's start.
-    pub started_ms: u64,
+    pub started_ms: i64,
     /// Unix milliseconds of the end (0 while running).
-    pub finished_ms: u64,
+    pub finished_ms: i64,
     /// The last error.
     pub error: Option<String>,
     /// Steps in order of the pipeline.
@@ -86,11 +86,6 @@ pub struct Journal {
 
 /// The first line of the file: the sha256 of the JSON text after it.
 const HEADER: &str = "so8t-journal-v1 sha256=";
-
-/// Lower-case hex of bytes.
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
 
 /// How [`Journal::load`] found the journal.
 #[derive(Debug, PartialEq, Eq)]
@@ -133,17 +128,27 @@ impl Journal {
 
     /// Writes the journal atomically (temp file, fsync, rename, fsync dir).
     pub fn save(&self, dir: &Path) -> Result<(), PipelineError> {
-        let body = serde_json::to_string_pretty(self).map_err(|e| PipelineError::Step {
-            step: "journal".into(),
-            msg: e.to_string(),
-        })? + "\n";
-        let text = format!("{HEADER}{}\n{body}", hex(&Sha256::digest(body.as_bytes())));
-        so8t_model::io::write_string_atomic(&dir.join(JOURNAL), &text).map_err(|e| {
-            PipelineError::Step {
-                step: "journal".into(),
-                msg: e.to_string(),
-            }
-        })
+        let body = serde_json::to_string_pretty(self)
+            .map_err(|e| PipelineError::step("journal", e))?
+            + "\n";
+        let text = format!("{HEADER}{}\n{body}", sha256_hex(body.as_bytes()));
+        so8t_model::io::write_string_atomic(&dir.join(JOURNAL), &text)
+            .map_err(|e| PipelineError::step("journal", e))
+    }
+
+    /// Records `rec` as step `name`'s and saves the journal.
+    pub fn put(&mut self, dir: &Path, name: &str, rec: &StepRecord) -> Result<(), PipelineError> {
+        self.steps.insert(name.to_string(), rec.clone());
+        self.save(dir)
+    }
+
+    /// The A/B report of a finished `ab` step (its `info.report`, in `dir/steps/ab/`).
+    pub fn report(&self, dir: &Path) -> Option<PathBuf> {
+        let ab = self
+            .steps
+            .get("ab")
+            .filter(|r| r.status == StepStatus::Done)?;
+        Some(dir.join("steps/ab").join(ab.info["report"].as_str()?))
     }
 }
 
@@ -157,7 +162,7 @@ fn parse(text: &[u8]) -> Result<Journal, String> {
     let header = std::str::from_utf8(&text[..nl]).map_err(|_| "the header is not text")?;
     let want = header.strip_prefix(HEADER).ok_or("not a journal header")?;
     let body = &text[nl + 1..];
-    if hex(&Sha256::digest(body)) != want {
+    if sha256_hex(body) != want {
         return Err("its checksum does not match its contents".into());
     }
     serde_json::from_slice(body).map_err(|e| format!("not a valid journal: {e}"))
@@ -172,24 +177,24 @@ pub fn read(dir: &Path) -> Result<Option<Journal>, String> {
     }
 }
 
-/// sha256 of a file, streamed.
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex(&h.finalize()))
-}
-
 /// Every file under `dir` (sorted, relative, `/`-separated) with its size and sha256.
 pub fn hash_tree(dir: &Path) -> std::io::Result<Vec<OutputFile>> {
-    fn walk(root: &Path, rel: &str, out: &mut Vec<OutputFile>) -> std::io::Result<()> {
+    walk_tree(dir, false)
+}
+
+/// [`hash_tree`] that also fsyncs every file and folder it reads (one pass over a step's new
+/// outputs makes them durable and records them).
+pub fn hash_and_sync_tree(dir: &Path) -> std::io::Result<Vec<OutputFile>> {
+    walk_tree(dir, true)
+}
+
+/// One hash of a whole folder (of [`hash_tree`]'s list).
+pub fn tree_hash(dir: &Path) -> std::io::Result<String> {
+    Ok(outputs_hash(&hash_tree(dir)?))
+}
+
+fn walk_tree(dir: &Path, sync: bool) -> std::io::Result<Vec<OutputFile>> {
+    fn walk(root: &Path, rel: &str, sync: bool, out: &mut Vec<OutputFile>) -> std::io::Result<()> {
         let here = if rel.is_empty() {
             root.to_path_buf()
         } else {
@@ -206,9 +211,12 @@ pub fn hash_tree(dir: &Path) -> std::io::Result<Vec<OutputFile>> {
             };
             let ft = e.file_type()?;
             if ft.is_dir() {
-                walk(root, &r, out)?;
+                walk(root, &r, sync, out)?;
             } else if ft.is_file() {
                 let p = e.path();
+                if sync {
+                    std::fs::File::open(&p)?.sync_all()?;
+                }
                 out.push(OutputFile {
                     size: std::fs::metadata(&p)?.len(),
                     sha256: sha256_file(&p)?,
@@ -216,40 +224,33 @@ pub fn hash_tree(dir: &Path) -> std::io::Result<Vec<OutputFile>> {
                 });
             }
         }
+        if sync {
+            std::fs::File::open(&here)?.sync_all()?;
+        }
         Ok(())
     }
     let mut out = Vec::new();
-    walk(dir, "", &mut out)?;
+    walk(dir, "", sync, &mut out)?;
     Ok(out)
 }
 
-/// One hash over a list of output files.
+/// One hash over a list of output files (their paths and sha256s, as [`hash_parts`]).
 pub fn outputs_hash(files: &[OutputFile]) -> String {
-    let mut h = Sha256::new();
-    for f in files {
-        h.update(f.path.as_bytes());
-        h.update([0]);
-        h.update(f.sha256.as_bytes());
-        h.update([0]);
-    }
-    hex(&h.finalize())
+    let parts: Vec<&str> = files
+        .iter()
+        .flat_map(|f| [f.path.as_str(), f.sha256.as_str()])
+        .collect();
+    hash_parts(&parts)
 }
 
 /// sha256 of several strings (each followed by a NUL).
 pub fn hash_parts<S: AsRef<str>>(parts: &[S]) -> String {
-    let mut h = Sha256::new();
+    let mut bytes = Vec::new();
     for p in parts {
-        h.update(p.as_ref().as_bytes());
-        h.update([0]);
+        bytes.extend_from_slice(p.as_ref().as_bytes());
+        bytes.push(0);
     }
-    hex(&h.finalize())
-}
-
-/// Unix milliseconds now.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    sha256_hex(&bytes)
 }
 
 #[cfg(test)]

@@ -13,11 +13,13 @@ use serde_json::Value;
 use crate::config::PipelineConfig;
 use crate::envcheck;
 use crate::journal::{
-    hash_parts, hash_tree, now_ms, outputs_hash, Journal, Loaded, StepRecord, StepStatus,
+    hash_and_sync_tree, hash_parts, hash_tree, now_ms, outputs_hash, Journal, Loaded, StepRecord,
+    StepStatus,
 };
 use crate::lock::PidLock;
 use crate::notify::{self, Event};
 use crate::steps::{steps, Ctx};
+use crate::watch::sleep_unless_stopped;
 use crate::{registry, PipelineError};
 
 /// What a step reports, saved in its output folder (and hashed with it).
@@ -54,13 +56,6 @@ pub struct Outcome {
     pub report: Option<PathBuf>,
     /// The journal at the end.
     pub journal: Journal,
-}
-
-fn sleep_unless(interrupt: &AtomicBool, d: Duration) {
-    let end = Instant::now() + d;
-    while Instant::now() < end && !interrupt.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(50).min(end - Instant::now()));
-    }
 }
 
 /// Runs (or resumes) the pipeline in `o.dir`.
@@ -106,7 +101,7 @@ pub fn run(o: RunOptions) -> Result<Outcome, PipelineError> {
                 abs.display().to_string(),
                 "--resume".into(),
             ],
-            registered_unix: now_ms() / 1000,
+            registered_unix: (now_ms() / 1000) as u64,
         };
         if let Err(e) = registry::register(e) {
             tracing::warn!("could not register the pipeline for power-on resume: {e}");
@@ -122,22 +117,15 @@ pub fn run(o: RunOptions) -> Result<Outcome, PipelineError> {
     let started = Instant::now();
     let result = run_steps(&ctx, &all, &mut journal);
     journal.finished_ms = now_ms();
-    let (status, report) = match &result {
-        Ok((_, _)) => {
-            journal.status = "completed".into();
-            let report = crate::steps::read_report(&ctx);
-            (String::from("completed"), report)
-        }
-        Err(e) => {
-            journal.status = if o.interrupt.load(Ordering::SeqCst) {
-                "interrupted".into()
-            } else {
-                "failed".into()
-            };
-            journal.error = Some(e.to_string());
-            (journal.status.clone(), None)
-        }
-    };
+    journal.status = match &result {
+        Ok(_) => "completed",
+        Err(_) if o.interrupt.load(Ordering::SeqCst) => "interrupted",
+        Err(_) => "failed",
+    }
+    .into();
+    journal.error = result.as_ref().err().map(|e| e.to_string());
+    let status = journal.status.clone();
+    let report = journal.report(dir);
     journal.save(dir)?;
     if status == "completed" && o.register {
         if let Err(e) = registry::unregister(&abs) {
@@ -181,10 +169,7 @@ fn run_steps(
     let (mut ran, mut skipped) = (Vec::new(), Vec::new());
     let n = all.len();
     for (i, step) in all.iter().enumerate() {
-        let perr = |msg: String| PipelineError::Step {
-            step: step.name.into(),
-            msg,
-        };
+        let perr = |msg: String| PipelineError::step(step.name, msg);
         let mut parts = vec![step.name.to_string(), (step.config)(ctx.cfg).to_string()];
         for d in step.deps {
             let rec = journal
@@ -239,11 +224,9 @@ fn run_steps(
             .join(format!(".{}.partial", step.name));
         loop {
             rec.attempts += 1;
-            journal.steps.insert(step.name.into(), rec.clone());
-            journal.save(&ctx.dir)?;
+            journal.put(&ctx.dir, step.name, &rec)?;
             let t0 = Instant::now();
-            let result = attempt(ctx, step, &staging, &out);
-            match result {
+            match attempt(ctx, step, &staging, &out) {
                 Ok((info, files)) => {
                     rec.status = StepStatus::Done;
                     rec.outputs_hash = outputs_hash(&files);
@@ -251,33 +234,34 @@ fn run_steps(
                     rec.info = info;
                     rec.error = None;
                     rec.finished_ms = now_ms();
-                    journal.steps.insert(step.name.into(), rec.clone());
-                    journal.save(&ctx.dir)?;
+                    journal.put(&ctx.dir, step.name, &rec)?;
                     (ctx.log)(&format!("   done in {:.1} s", t0.elapsed().as_secs_f64()));
                     ran.push(step.name.to_string());
                     break;
                 }
-                Err(e) if ctx.interrupt.load(Ordering::SeqCst) => {
-                    rec.error = Some(format!("interrupted: {e}"));
-                    journal.steps.insert(step.name.into(), rec.clone());
-                    journal.save(&ctx.dir)?;
-                    return Err(perr(format!("interrupted ({e}); resume with --resume")));
-                }
                 Err(e) => {
-                    rec.error = Some(e.clone());
-                    if rec.attempts > ctx.cfg.retries {
-                        rec.status = StepStatus::Failed;
-                        rec.finished_ms = now_ms();
-                        journal.steps.insert(step.name.into(), rec.clone());
-                        journal.save(&ctx.dir)?;
-                        return Err(perr(format!("failed after {} attempts: {e}", rec.attempts)));
+                    let interrupted = ctx.interrupt.load(Ordering::SeqCst);
+                    if !interrupted && rec.attempts <= ctx.cfg.retries {
+                        rec.error = Some(e.clone());
+                        let wait = ctx.cfg.backoff_secs * 2f64.powi(rec.attempts as i32 - 1);
+                        (ctx.log)(&format!(
+                            "   attempt {} failed: {e}; retrying in {wait:.0} s",
+                            rec.attempts
+                        ));
+                        if sleep_unless_stopped(Duration::from_secs_f64(wait), &ctx.interrupt) {
+                            continue;
+                        }
                     }
-                    let wait = ctx.cfg.backoff_secs * 2f64.powi(rec.attempts as i32 - 1);
-                    (ctx.log)(&format!(
-                        "   attempt {} failed: {e}; retrying in {wait:.0} s",
-                        rec.attempts
-                    ));
-                    sleep_unless(&ctx.interrupt, Duration::from_secs_f64(wait));
+                    if interrupted || ctx.interrupt.load(Ordering::SeqCst) {
+                        rec.error = Some(format!("interrupted: {e}"));
+                        journal.put(&ctx.dir, step.name, &rec)?;
+                        return Err(perr(format!("interrupted ({e}); resume with --resume")));
+                    }
+                    rec.error = Some(e.clone());
+                    rec.status = StepStatus::Failed;
+                    rec.finished_ms = now_ms();
+                    journal.put(&ctx.dir, step.name, &rec)?;
+                    return Err(perr(format!("failed after {} attempts: {e}", rec.attempts)));
                 }
             }
         }
@@ -304,7 +288,8 @@ fn attempt(
     let text = serde_json::to_string_pretty(&info).map_err(|e| e.to_string())?;
     so8t_model::io::write_string_atomic(&staging.join(INFO), &(text + "\n"))
         .map_err(|e| e.to_string())?;
-    sync_tree(staging).map_err(io(staging))?;
+    // One pass hashes the outputs and makes them durable before the rename publishes them.
+    let files = hash_and_sync_tree(staging).map_err(io(staging))?;
     if out.exists() {
         std::fs::remove_dir_all(out).map_err(io(out))?;
     }
@@ -314,7 +299,6 @@ fn attempt(
             .and_then(|f| f.sync_all())
             .map_err(io(parent))?;
     }
-    let files = hash_tree(out).map_err(io(out))?;
     Ok((info, files))
 }
 
@@ -333,17 +317,4 @@ fn test_hold(step: &str) {
             }
         }
     }
-}
-
-/// fsync every file and folder under `dir` (so the rename publishes durable contents).
-fn sync_tree(dir: &Path) -> std::io::Result<()> {
-    for e in std::fs::read_dir(dir)? {
-        let e = e?;
-        if e.file_type()?.is_dir() {
-            sync_tree(&e.path())?;
-        } else {
-            std::fs::File::open(e.path())?.sync_all()?;
-        }
-    }
-    std::fs::File::open(dir)?.sync_all()
 }

@@ -48,16 +48,13 @@ pub struct PipelineStatus {
 }
 
 fn training_progress(run_dir: &Path) -> Option<Value> {
-    let text = std::fs::read_to_string(run_dir.join("session.json")).ok()?;
-    let s: Value = serde_json::from_str(&text).ok()?;
-    let (step, total) = (s["step"].as_u64()?, s["total_steps"].as_u64()?);
-    let from = s["resumed_from_step"].as_u64().unwrap_or(0);
-    let started = s["started_ms"].as_i64()?;
-    let updated = s["updated_ms"].as_i64().unwrap_or(started);
-    let done = step.saturating_sub(from);
-    let eta = (done > 0)
-        .then(|| (updated - started) as f64 / 1000.0 / done as f64 * (total - step) as f64);
-    Some(serde_json::json!({"step": step, "total": total, "eta_s": eta}))
+    let s = so8t_store::Session::read_json(run_dir).ok()?;
+    let done = s.step.saturating_sub(s.resumed_from_step.unwrap_or(0));
+    let eta = (done > 0).then(|| {
+        (s.updated_ms - s.started_ms) as f64 / 1000.0 / done as f64
+            * s.total_steps.saturating_sub(s.step) as f64
+    });
+    Some(serde_json::json!({"step": s.step, "total": s.total_steps, "eta_s": eta}))
 }
 
 /// Reads the status of the pipeline in `dir` (never modifies it).
@@ -91,7 +88,7 @@ pub fn status(dir: &Path) -> Result<PipelineStatus, String> {
             } else {
                 now
             };
-            end.saturating_sub(r.started_ms) as f64 / 1000.0
+            (end - r.started_ms).max(0) as f64 / 1000.0
         });
         let progress = if name == "train" && status != "done" {
             std::fs::read_dir(dir.join("work"))
@@ -114,15 +111,7 @@ pub fn status(dir: &Path) -> Result<PipelineStatus, String> {
             progress,
         });
     }
-    let report = journal
-        .steps
-        .get("ab")
-        .filter(|r| r.status == StepStatus::Done)
-        .and_then(|r| {
-            r.info["report"]
-                .as_str()
-                .map(|p| dir.join("steps/ab").join(p).display().to_string())
-        });
+    let report = journal.report(dir).map(|p| p.display().to_string());
     Ok(PipelineStatus {
         dir: dir.display().to_string(),
         name: journal.name.clone(),

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -258,7 +258,8 @@ pub fn find_runs(dir: &Path) -> Vec<PathBuf> {
 /// True when `run` is a finished training run: `session.json` says `"status": "completed"`, a
 /// `checkpoints/step-*-final/manifest.json` exists and `final/bake.json` exists.
 pub fn is_finished(run: &Path) -> bool {
-    let completed = std::fs::read_to_string(run.join("session.json"))
+    // Only the status is read: any session file that says completed will do.
+    let completed = std::fs::read_to_string(run.join(so8t_store::Session::JSON_FILE))
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
         .is_some_and(|v| v.get("status").and_then(|s| s.as_str()) == Some("completed"));
@@ -310,14 +311,11 @@ fn write_marker(run: &Path, m: &Marker) -> Result<(), WatchError> {
 }
 
 fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    (so8t_store::now_ms() / 1000) as u64
 }
 
 /// Sleeps `d` in short slices; returns false when `stop` was set.
-fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) -> bool {
+pub(crate) fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) -> bool {
     let end = Instant::now() + d;
     loop {
         if stop.load(Ordering::SeqCst) {

@@ -146,6 +146,18 @@ pub struct Session {
     pub error: Option<String>,
 }
 
+impl Session {
+    /// The copy of the current session a run folder holds for tools without SQLite.
+    pub const JSON_FILE: &'static str = "session.json";
+
+    /// Reads `run_dir/session.json`; `Err` names the file and what is wrong.
+    pub fn read_json(run_dir: &Path) -> std::result::Result<Self, String> {
+        let p = run_dir.join(Self::JSON_FILE);
+        let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))
+    }
+}
+
 /// One optimizer step's metrics.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Metric {

@@ -132,7 +132,7 @@ impl RunLog {
     fn write_session_json(&self) -> Result<()> {
         let text = serde_json::to_string_pretty(&self.session)
             .map_err(|e| Error::invalid("json", e.to_string()))?;
-        so8t_model::io::write_string_atomic(&self.dir.join("session.json"), &(text + "\n"))?;
+        so8t_model::io::write_string_atomic(&self.dir.join(Session::JSON_FILE), &(text + "\n"))?;
         Ok(())
     }
 

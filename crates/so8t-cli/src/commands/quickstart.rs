@@ -36,11 +36,10 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
         "examples/pipeline-quickstart.yaml".as_ref(),
     )?;
     apply_overrides(&mut cfg, a.train_steps, a.eval_limit)?;
-    std::fs::create_dir_all(&a.out)?;
     let out = run_pipeline(cfg, a.out.clone(), a.out.clone(), false)?;
     eprintln!("\nquickstart done in {}", a.out.display());
-    if let Some(info) = out.journal.steps.get("ab").map(|r| r.info.clone()) {
-        for t in info["tasks"].as_array().into_iter().flatten() {
+    if let Some(ab) = out.journal.steps.get("ab") {
+        for t in ab.info["tasks"].as_array().into_iter().flatten() {
             eprintln!(
                 "{}: model A {:.1} % → model B {:.1} % (McNemar p = {:.2e}): {}",
                 t["task"].as_str().unwrap_or(""),

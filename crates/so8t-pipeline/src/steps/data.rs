@@ -11,7 +11,7 @@ use so8t_data::think::{think, Renderer, ThinkFormat, ThinkOptions};
 
 use super::model::BUILTIN_TINY;
 use super::Ctx;
-use crate::journal::{hash_tree, outputs_hash, sha256_file};
+use crate::journal::{sha256_file, tree_hash};
 
 /// The bundled sample as an input.
 pub const BUILTIN_SAMPLE: &str = "builtin:sample";
@@ -45,7 +45,7 @@ pub fn fingerprint_inputs(ctx: &Ctx<'_>) -> Result<Vec<String>, String> {
     let mut v = Vec::new();
     for p in input_paths(ctx, None)? {
         let h = if p.is_dir() {
-            outputs_hash(&hash_tree(&p).map_err(|e| format!("{}: {e}", p.display()))?)
+            tree_hash(&p).map_err(|e| format!("{}: {e}", p.display()))?
         } else {
             sha256_file(&p).map_err(|e| format!("{}: {e}", p.display()))?
         };

@@ -101,6 +101,12 @@ fn json<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
+/// What the evaluations depend on (the `threads` setting does not change results).
+fn eval_config(c: &PipelineConfig) -> Value {
+    let e = &c.eval;
+    json(&(e.four_class, &e.tasks, e.limit, e.seed, c.eval_quant()))
+}
+
 /// The steps in order.
 pub fn steps() -> Vec<Step> {
     vec![
@@ -126,7 +132,7 @@ pub fn steps() -> Vec<Step> {
             name: "base",
             what: "model A, the base",
             deps: &["think"],
-            config: |c| json(&(&c.base_model, c.data.tokenizer_vocab, &c.train)),
+            config: |c| json(&(&c.base_model, c.data.tokenizer_vocab, model::init_seed(c))),
             external: model::fingerprint_base,
             run: model::base,
             still_valid: always,
@@ -171,15 +177,7 @@ pub fn steps() -> Vec<Step> {
             name: "eval-a",
             what: "benchmarks of model A",
             deps: &["think", "import"],
-            config: |c| {
-                json(&(
-                    &c.eval.four_class,
-                    &c.eval.tasks,
-                    c.eval.limit,
-                    c.eval.seed,
-                    c.eval_quant(),
-                ))
-            },
+            config: eval_config,
             external: eval::fingerprint_tasks,
             run: |ctx, out| eval::eval_model(ctx, out, 'a'),
             still_valid: always,
@@ -188,15 +186,7 @@ pub fn steps() -> Vec<Step> {
             name: "eval-b",
             what: "benchmarks of model B",
             deps: &["think", "import"],
-            config: |c| {
-                json(&(
-                    &c.eval.four_class,
-                    &c.eval.tasks,
-                    c.eval.limit,
-                    c.eval.seed,
-                    c.eval_quant(),
-                ))
-            },
+            config: eval_config,
             external: eval::fingerprint_tasks,
             run: |ctx, out| eval::eval_model(ctx, out, 'b'),
             still_valid: always,
@@ -227,10 +217,4 @@ pub(crate) fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// The A/B report of a finished pipeline.
-pub fn read_report(ctx: &Ctx<'_>) -> Option<PathBuf> {
-    let info = model::read_info(&ctx.out("ab")).ok()?;
-    Some(ctx.out("ab").join(info["report"].as_str()?))
 }

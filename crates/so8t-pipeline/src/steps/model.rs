@@ -76,7 +76,7 @@ pub fn base(ctx: &Ctx<'_>, out: &Path) -> Result<Value, String> {
         lines.push('\n');
     }
     std::fs::write(&corpus, lines).map_err(|e| format!("{}: {e}", corpus.display()))?;
-    let seed = train_config(ctx).map_or(42, |c| c.training.seed);
+    let seed = init_seed(ctx.cfg);
     let cfg = init_model(
         &InitOptions {
             arch: Arch::Phi3,
@@ -98,6 +98,16 @@ pub fn base(ctx: &Ctx<'_>, out: &Path) -> Result<Value, String> {
         json!({"model": "model", "layers": cfg.num_hidden_layers, "hidden": cfg.hidden_size,
               "vocab": cfg.vocab_size}),
     )
+}
+
+/// The seed of the built-in base model's weights: the training seed (`train.training.seed`,
+/// 42 when not given, as in a training config).
+pub fn init_seed(cfg: &crate::config::PipelineConfig) -> u64 {
+    cfg.train
+        .get("training")
+        .and_then(|t| t.get("seed"))
+        .and_then(|s| s.as_u64())
+        .unwrap_or(42)
 }
 
 /// The training config: the `train:` section with `model` and `data.train` filled in.
@@ -130,9 +140,7 @@ pub fn fingerprint_train_run(ctx: &Ctx<'_>) -> Result<Vec<String>, String> {
     let mut v = fingerprint_base(ctx)?;
     if let Some(run) = &ctx.cfg.train_run {
         let fin = ctx.resolve(run).join("final");
-        let files =
-            crate::journal::hash_tree(&fin).map_err(|e| format!("{}: {e}", fin.display()))?;
-        v.push(crate::journal::outputs_hash(&files));
+        v.push(crate::journal::tree_hash(&fin).map_err(|e| format!("{}: {e}", fin.display()))?);
     }
     Ok(v)
 }
@@ -140,19 +148,17 @@ pub fn fingerprint_train_run(ctx: &Ctx<'_>) -> Result<Vec<String>, String> {
 /// Adopts the finished run `run` as model B.
 fn adopt_run(ctx: &Ctx<'_>, run: &Path, out: &Path) -> Result<Value, String> {
     let run = ctx.resolve(run);
-    let session = std::fs::read_to_string(run.join("session.json"))
-        .map_err(|e| format!("train_run {}: {e}", run.display()))?;
-    let s: Value = serde_json::from_str(&session)
-        .map_err(|e| format!("{}/session.json: {e}", run.display()))?;
-    if s["status"] != "completed" || !run.join("final/bake.json").exists() {
+    if !crate::watch::is_finished(&run) {
         return Err(format!(
-            "train_run {}: the run has not completed",
+            "train_run {}: the run has not finished (a completed session, a final checkpoint \
+             and final/bake.json are needed)",
             run.display()
         ));
     }
+    let steps = so8t_store::Session::read_json(&run).ok().map(|s| s.step);
     copy_tree(&run.join("final"), &out.join("final"))
         .map_err(|e| format!("copying {}/final: {e}", run.display()))?;
-    Ok(json!({"run_dir": run.display().to_string(), "steps": s["step"], "adopted": true}))
+    Ok(json!({"run_dir": run.display().to_string(), "steps": steps, "adopted": true}))
 }
 
 /// `train`: SO8T fine-tuning of model B in `work/train-HASH` (resumed from its newest valid
