@@ -74,6 +74,8 @@ enum Command {
     Pipeline(commands::pipeline::PipelineCmd),
     /// Watch a folder of training runs and run the post-training workflow once per finished run.
     Watch(commands::watch::WatchArgs),
+    /// The live web dashboard: runs, curves, gauges, checkpoints, pipelines, A/B results.
+    Dashboard(commands::dashboard::DashboardArgs),
     /// Power-on resume: install the systemd unit (or Windows task) that resumes unfinished work.
     #[command(subcommand)]
     Service(commands::service::ServiceCmd),
@@ -136,6 +138,7 @@ fn main() -> ExitCode {
         Command::Pipeline(c) => commands::pipeline::run(c, cli.threads),
         Command::Watch(a) => commands::watch::run(a),
         Command::Service(c) => commands::service::run(c),
+        Command::Dashboard(a) => commands::dashboard::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

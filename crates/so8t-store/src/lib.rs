@@ -293,6 +293,12 @@ impl Store {
         &self.path
     }
 
+    /// The SQLite connection, for readers with queries of their own (the dashboard's
+    /// downsampling); the schema is the documented one.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
     fn sql<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
         f(&self.conn).map_err(|source| Error::Sqlite {
             path: self.path.clone(),

@@ -2,6 +2,7 @@
 
 pub mod ab;
 pub mod bake;
+pub mod dashboard;
 pub mod data;
 pub mod eval;
 pub mod generate;

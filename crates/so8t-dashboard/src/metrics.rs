@@ -1,0 +1,398 @@
+//! Curves out of the `metrics` table: named series as SQL expressions, server-side downsampling
+//! to equal-width step buckets (mean, min and max of each bucket, computed by SQLite so memory
+//! stays bounded however long the run), raw rows after a step for live appending, CSV export and
+//! summary statistics.
+
+use std::fmt::Write as _;
+
+use rusqlite::{params, Connection};
+use serde::Serialize;
+
+use crate::{Error, Result};
+
+/// The fixed series and the SQL expression of each.
+const SERIES: &[(&str, &str)] = &[
+    ("loss", "loss"),
+    ("ce", "ce"),
+    ("pet", "pet"),
+    ("orth", "orth"),
+    ("loss_smooth", "loss_smooth"),
+    ("alpha", "alpha"),
+    ("pet_lambda", "pet_lambda"),
+    ("lr", "lr"),
+    ("grad_norm", "grad_norm"),
+    ("tokens", "tokens"),
+    ("tokens_per_s", "tokens_per_s"),
+    ("in_transition", "in_transition"),
+    ("cpu_pct", "cpu_pct"),
+    (
+        "ram_pct",
+        "100.0 * ram_used_bytes / NULLIF(ram_total_bytes, 0)",
+    ),
+    ("rss_mb", "rss_bytes / 1048576.0"),
+    ("gpu_util_pct", "gpu_util_pct"),
+    (
+        "vram_pct",
+        "100.0 * vram_used_bytes / NULLIF(vram_total_bytes, 0)",
+    ),
+    ("gpu_temp_c", "gpu_temp_c"),
+];
+
+/// Every fixed series name, in display order.
+pub fn series_names() -> impl Iterator<Item = &'static str> {
+    SERIES.iter().map(|(n, _)| *n)
+}
+
+/// The SQL expression of a series name: a fixed one or `extra.KEY` (a numeric key of the
+/// `extra` JSON). `Err` says what names exist.
+pub fn expr(name: &str) -> Result<String> {
+    if let Some((_, e)) = SERIES.iter().find(|(n, _)| *n == name) {
+        return Ok((*e).to_string());
+    }
+    if let Some(key) = name.strip_prefix("extra.") {
+        let ok = !key.is_empty()
+            && key.len() <= 64
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if ok {
+            return Ok(format!("json_extract(extra, '$.{key}')"));
+        }
+    }
+    Err(Error::BadRequest(format!(
+        "unknown series {name:?}; known: {}, extra.KEY",
+        series_names().collect::<Vec<_>>().join(", ")
+    )))
+}
+
+/// Parses `a,b,c` into validated series names (at least one, at most 32).
+pub fn parse_series(list: &str) -> Result<Vec<String>> {
+    let names: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    if names.is_empty() || names.len() > 32 {
+        return Err(Error::BadRequest(
+            "series: give 1 to 32 comma-separated names".into(),
+        ));
+    }
+    for n in &names {
+        expr(n)?;
+    }
+    Ok(names)
+}
+
+/// One series' values per bucket.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Values {
+    /// Mean of each bucket (the value itself for raw rows).
+    pub mean: Vec<Option<f64>>,
+    /// Minimum of each bucket (omitted for raw rows).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min: Option<Vec<Option<f64>>>,
+    /// Maximum of each bucket (omitted for raw rows).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max: Option<Vec<Option<f64>>>,
+}
+
+/// Curves of several series over one step range.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Curves {
+    /// The series, in request order.
+    pub series: Vec<String>,
+    /// Steps per bucket (1: raw rows).
+    pub bucket: u64,
+    /// Rows in the range.
+    pub total: u64,
+    /// First step of the range.
+    pub from: u64,
+    /// Last step of the range.
+    pub to: u64,
+    /// The last step of each bucket.
+    pub step: Vec<u64>,
+    /// The time of each bucket's last step, Unix ms.
+    pub time_ms: Vec<i64>,
+    /// Values by series name.
+    pub values: serde_json::Map<String, serde_json::Value>,
+    /// More rows existed than were returned (raw mode only).
+    pub truncated: bool,
+}
+
+fn sql(e: rusqlite::Error) -> Error {
+    Error::Sql(e.to_string())
+}
+
+/// First step, last step and row count of the run.
+pub fn extent(conn: &Connection) -> Result<(u64, u64, u64)> {
+    conn.query_row(
+        "SELECT COALESCE(MIN(step), 0), COALESCE(MAX(step), 0), COUNT(*) FROM metrics",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
+    .map_err(sql)
+}
+
+/// The curves of `series` over steps `from..=to` (default: the whole run), at most `points`
+/// buckets of equal step width.
+pub fn downsample(
+    conn: &Connection,
+    series: &[String],
+    points: usize,
+    from: Option<u64>,
+    to: Option<u64>,
+) -> Result<Curves> {
+    let (first, last, _) = extent(conn)?;
+    let from = from.unwrap_or(first).max(first.min(1));
+    let to = to.unwrap_or(last);
+    let mut out = Curves {
+        series: series.to_vec(),
+        from,
+        to,
+        ..Default::default()
+    };
+    if to < from || last == 0 {
+        out.bucket = 1;
+        fill_empty(&mut out);
+        return Ok(out);
+    }
+    let width = to - from + 1;
+    let bucket = width.div_ceil(points.max(1) as u64).max(1);
+    out.bucket = bucket;
+    let exprs: Vec<String> = series.iter().map(|s| expr(s)).collect::<Result<_>>()?;
+    let mut cols = String::new();
+    for e in &exprs {
+        if bucket == 1 {
+            let _ = write!(cols, ", {e}");
+        } else {
+            let _ = write!(cols, ", AVG({e}), MIN({e}), MAX({e})");
+        }
+    }
+    let q = if bucket == 1 {
+        format!(
+            "SELECT step, time_ms{cols} FROM metrics WHERE step BETWEEN ?1 AND ?2 ORDER BY step"
+        )
+    } else {
+        format!(
+            "SELECT MAX(step), MAX(time_ms){cols}, COUNT(*) FROM metrics WHERE step BETWEEN ?1 AND ?2 \
+             GROUP BY (step - ?1) / ?3 ORDER BY 1"
+        )
+    };
+    let mut st = conn.prepare(&q).map_err(sql)?;
+    let n = series.len();
+    let per = if bucket == 1 { 1 } else { 3 };
+    let mut cols: Vec<Vec<Option<f64>>> = vec![Vec::new(); n * per];
+    let mut total = 0u64;
+    let mut handle = |r: &rusqlite::Row| -> rusqlite::Result<()> {
+        out.step.push(r.get(0)?);
+        out.time_ms.push(r.get(1)?);
+        for (i, c) in cols.iter_mut().enumerate() {
+            c.push(finite(r.get(2 + i)?));
+        }
+        total += if bucket == 1 {
+            1
+        } else {
+            r.get::<_, u64>(2 + n * per)?
+        };
+        Ok(())
+    };
+    let mut rows = if bucket == 1 {
+        st.query(params![from, to]).map_err(sql)?
+    } else {
+        st.query(params![from, to, bucket]).map_err(sql)?
+    };
+    while let Some(r) = rows.next().map_err(sql)? {
+        handle(r).map_err(sql)?;
+    }
+    out.total = total;
+    let mut it = cols.into_iter();
+    for name in series {
+        let v = if bucket == 1 {
+            Values {
+                mean: it.next().unwrap_or_default(),
+                ..Default::default()
+            }
+        } else {
+            Values {
+                mean: it.next().unwrap_or_default(),
+                min: it.next(),
+                max: it.next(),
+            }
+        };
+        out.values.insert(name.clone(), json(&v));
+    }
+    Ok(out)
+}
+
+/// Raw rows after `after` (at most `limit`; `truncated` when more exist).
+pub fn after(conn: &Connection, series: &[String], after: u64, limit: usize) -> Result<Curves> {
+    let exprs: Vec<String> = series.iter().map(|s| expr(s)).collect::<Result<_>>()?;
+    let mut cols = String::new();
+    for e in &exprs {
+        let _ = write!(cols, ", {e}");
+    }
+    let q =
+        format!("SELECT step, time_ms{cols} FROM metrics WHERE step > ?1 ORDER BY step LIMIT ?2");
+    let mut st = conn.prepare(&q).map_err(sql)?;
+    let mut out = Curves {
+        series: series.to_vec(),
+        bucket: 1,
+        from: after + 1,
+        ..Default::default()
+    };
+    let mut cols: Vec<Vec<Option<f64>>> = vec![Vec::new(); series.len()];
+    let mut rows = st.query(params![after, limit as i64 + 1]).map_err(sql)?;
+    while let Some(r) = rows.next().map_err(sql)? {
+        if out.step.len() == limit {
+            out.truncated = true;
+            break;
+        }
+        out.step.push(r.get(0).map_err(sql)?);
+        out.time_ms.push(r.get(1).map_err(sql)?);
+        for (i, c) in cols.iter_mut().enumerate() {
+            c.push(finite(r.get(2 + i).map_err(sql)?));
+        }
+    }
+    out.total = out.step.len() as u64;
+    out.to = out.step.last().copied().unwrap_or(after);
+    for (name, mean) in series.iter().zip(cols) {
+        out.values.insert(
+            name.clone(),
+            json(&Values {
+                mean,
+                ..Default::default()
+            }),
+        );
+    }
+    Ok(out)
+}
+
+fn fill_empty(out: &mut Curves) {
+    for name in &out.series {
+        out.values.insert(name.clone(), json(&Values::default()));
+    }
+}
+
+fn finite(v: Option<f64>) -> Option<f64> {
+    v.filter(|x| x.is_finite())
+}
+
+fn json<T: Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+/// Writes every raw row of `from..=to` as CSV (`step,time_ms,<series…>`) into `out`.
+pub fn csv(
+    conn: &Connection,
+    series: &[String],
+    from: Option<u64>,
+    to: Option<u64>,
+    out: &mut String,
+) -> Result<u64> {
+    let exprs: Vec<String> = series.iter().map(|s| expr(s)).collect::<Result<_>>()?;
+    let mut cols = String::new();
+    for e in &exprs {
+        let _ = write!(cols, ", {e}");
+    }
+    let q = format!(
+        "SELECT step, time_ms{cols} FROM metrics WHERE step BETWEEN ?1 AND ?2 ORDER BY step"
+    );
+    let mut st = conn.prepare(&q).map_err(sql)?;
+    out.push_str("step,time_ms");
+    for s in series {
+        out.push(',');
+        out.push_str(s);
+    }
+    out.push('\n');
+    let mut n = 0;
+    let mut rows = st
+        .query(params![from.unwrap_or(0), to.unwrap_or(i64::MAX as u64)])
+        .map_err(sql)?;
+    while let Some(r) = rows.next().map_err(sql)? {
+        let step: u64 = r.get(0).map_err(sql)?;
+        let t: i64 = r.get(1).map_err(sql)?;
+        let _ = write!(out, "{step},{t}");
+        for i in 0..series.len() {
+            out.push(',');
+            if let Some(v) = finite(r.get(2 + i).map_err(sql)?) {
+                let _ = write!(out, "{v}");
+            }
+        }
+        out.push('\n');
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Mean, minimum, maximum and last value of one series.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct Stat {
+    /// Mean over the rows with a reading.
+    pub mean: Option<f64>,
+    /// Smallest reading.
+    pub min: Option<f64>,
+    /// Largest reading.
+    pub max: Option<f64>,
+    /// The newest step's reading.
+    pub last: Option<f64>,
+}
+
+/// Running sums behind [`Stat`]s, extended with new rows only (see [`crate::cache`]).
+#[derive(Debug, Clone, Default)]
+pub struct StatAcc {
+    /// Highest step included.
+    pub step: u64,
+    sums: Vec<(f64, u64, f64, f64, Option<f64>)>,
+}
+
+impl StatAcc {
+    /// Adds the rows after `self.step` for every fixed series.
+    pub fn extend(&mut self, conn: &Connection) -> Result<()> {
+        let n = SERIES.len();
+        if self.sums.len() != n {
+            self.sums = vec![(0.0, 0, f64::INFINITY, f64::NEG_INFINITY, None); n];
+        }
+        let mut cols = String::new();
+        for (_, e) in SERIES {
+            let _ = write!(cols, ", {e}");
+        }
+        let q = format!("SELECT step{cols} FROM metrics WHERE step > ?1 ORDER BY step");
+        let mut st = conn.prepare(&q).map_err(sql)?;
+        let mut rows = st.query([self.step]).map_err(sql)?;
+        while let Some(r) = rows.next().map_err(sql)? {
+            self.step = r.get(0).map_err(sql)?;
+            for (i, acc) in self.sums.iter_mut().enumerate() {
+                let v: Option<f64> = finite(r.get(1 + i).map_err(sql)?);
+                if let Some(v) = v {
+                    acc.0 += v;
+                    acc.1 += 1;
+                    acc.2 = acc.2.min(v);
+                    acc.3 = acc.3.max(v);
+                }
+                acc.4 = v;
+            }
+        }
+        Ok(())
+    }
+
+    /// The statistics by series name.
+    pub fn stats(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = serde_json::Map::new();
+        for ((name, _), acc) in SERIES.iter().zip(&self.sums) {
+            let s = if acc.1 == 0 {
+                Stat {
+                    last: acc.4,
+                    ..Default::default()
+                }
+            } else {
+                Stat {
+                    mean: Some(acc.0 / acc.1 as f64),
+                    min: Some(acc.2),
+                    max: Some(acc.3),
+                    last: acc.4,
+                }
+            };
+            m.insert((*name).to_string(), json(&s));
+        }
+        m
+    }
+}
