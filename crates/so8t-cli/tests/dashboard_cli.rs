@@ -237,6 +237,9 @@ fn page_follows_a_live_training_run_in_chromium() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // A corrupted database beside the live run.
+    std::fs::create_dir_all(runs.join("bad")).unwrap();
+    std::fs::write(runs.join("bad/run.db"), vec![0x5a; 8192]).unwrap();
     let d = dashboard(&["--config", s(&dash_cfg), "--runs", s(&runs)]);
     let downloads = t.path().join("downloads");
     std::fs::create_dir_all(&downloads).unwrap();
@@ -294,6 +297,33 @@ fn page_follows_a_live_training_run_in_chromium() {
     b.screenshot(&shots.join("3-unknown-run.png")).unwrap();
     assert!(!b.find_all(".run-item").is_empty());
 
+    // The corrupted run: listed as unreadable, and a message when opened.
+    b.goto(&format!("{}/#run=bad", d.base)).unwrap();
+    // (The list is re-rendered live: find the item afresh on every look.)
+    b.wait_until(wait, |b| {
+        let item = b.find(".run-item[data-run=\"bad\"]")?;
+        Ok(b.text(&item).unwrap_or_default().contains("unreadable"))
+    })
+    .unwrap();
+    let banner = b.wait_for("#error-banner", wait).unwrap();
+    b.wait_until(wait, |b| Ok(b.text(&banner)?.contains("run.db")))
+        .unwrap();
+    b.screenshot(&shots.join("4-corrupted-run.png")).unwrap();
+
+    // The shown run disappears, then comes back: a message, then the run again.
     let _ = trainer.kill();
     let _ = trainer.wait();
+    b.goto(&format!("{}/#run=live", d.base)).unwrap();
+    b.wait_until(wait, |b| Ok(step_of(b) > 0)).unwrap();
+    let away = runs.join(".away");
+    std::fs::rename(&run, &away).unwrap();
+    let banner = b.find("#error-banner").unwrap();
+    b.wait_until(wait, |b| Ok(b.text(&banner)?.contains("live")))
+        .unwrap();
+    b.screenshot(&shots.join("5-run-gone.png")).unwrap();
+    std::fs::rename(&away, &run).unwrap();
+    b.wait_until(wait, |b| {
+        Ok(b.attr(&banner, "hidden").is_some() && step_of(b) > 0)
+    })
+    .unwrap();
 }

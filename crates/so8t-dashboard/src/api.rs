@@ -131,7 +131,10 @@ async fn runs(State(state): State<Shared>) -> crate::Result<Json<Value>> {
 
 async fn run(State(state): State<Shared>, Query(q): Params) -> crate::Result<Json<Value>> {
     let id = param(&q, "run")?.to_string();
-    blocking(&state, move |s| s.overview(&id)).await.map(Json)
+    let with_stats = q.get("stats").is_none_or(|v| v != "0" && v != "false");
+    blocking(&state, move |s| s.overview(&id, with_stats))
+        .await
+        .map(Json)
 }
 
 async fn run_metrics(State(state): State<Shared>, Query(q): Params) -> crate::Result<Json<Value>> {

@@ -82,6 +82,10 @@ pub async fn bind(
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
     let local = listener.local_addr()?;
     let state = Arc::new(AppState::new(cfg, static_dir));
+    // Read the run list once now: finished runs are then answered from the cache, and the
+    // page's first load does not wait for every database to be opened.
+    let warm = state.clone();
+    tokio::task::spawn_blocking(move || warm.runs());
     if state.cfg.webhook.is_some() {
         tokio::spawn(state::post_alerts(state.clone()));
     }

@@ -116,6 +116,10 @@ pub struct Curves {
     pub values: serde_json::Map<String, serde_json::Value>,
     /// More rows existed than were returned (raw mode only).
     pub truncated: bool,
+    /// Whole-run statistics of each series (mean, min, max, last), from the same pass, when
+    /// the curves cover the whole run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 fn sql(e: rusqlite::Error) -> Error {
@@ -142,6 +146,7 @@ pub fn downsample(
     to: Option<u64>,
 ) -> Result<Curves> {
     let (first, last, _) = extent(conn)?;
+    let whole = from.is_none() && to.is_none();
     let from = from.unwrap_or(first).max(first.min(1));
     let to = to.unwrap_or(last);
     let mut out = Curves {
@@ -158,69 +163,113 @@ pub fn downsample(
     let width = to - from + 1;
     let bucket = width.div_ceil(points.max(1) as u64).max(1);
     out.bucket = bucket;
+    // One pass over the rows in step order, folded into buckets here: SQLite's GROUP BY on an
+    // expression would sort every row first (several times slower on long runs).
     let exprs: Vec<String> = series.iter().map(|s| expr(s)).collect::<Result<_>>()?;
     let mut cols = String::new();
     for e in &exprs {
-        if bucket == 1 {
-            let _ = write!(cols, ", {e}");
-        } else {
-            let _ = write!(cols, ", AVG({e}), MIN({e}), MAX({e})");
-        }
+        let _ = write!(cols, ", {e}");
     }
-    let q = if bucket == 1 {
-        format!(
-            "SELECT step, time_ms{cols} FROM metrics WHERE step BETWEEN ?1 AND ?2 ORDER BY step"
-        )
-    } else {
-        format!(
-            "SELECT MAX(step), MAX(time_ms){cols}, COUNT(*) FROM metrics WHERE step BETWEEN ?1 AND ?2 \
-             GROUP BY (step - ?1) / ?3 ORDER BY 1"
-        )
-    };
+    let q = format!(
+        "SELECT step, time_ms{cols} FROM metrics WHERE step BETWEEN ?1 AND ?2 ORDER BY step"
+    );
     let mut st = conn.prepare(&q).map_err(sql)?;
     let n = series.len();
-    let per = if bucket == 1 { 1 } else { 3 };
-    let mut cols: Vec<Vec<Option<f64>>> = vec![Vec::new(); n * per];
-    let mut total = 0u64;
-    let mut handle = |r: &rusqlite::Row| -> rusqlite::Result<()> {
-        out.step.push(r.get(0)?);
-        out.time_ms.push(r.get(1)?);
-        for (i, c) in cols.iter_mut().enumerate() {
-            c.push(finite(r.get(2 + i)?));
-        }
-        total += if bucket == 1 {
-            1
-        } else {
-            r.get::<_, u64>(2 + n * per)?
-        };
-        Ok(())
-    };
-    let mut rows = if bucket == 1 {
-        st.query(params![from, to]).map_err(sql)?
-    } else {
-        st.query(params![from, to, bucket]).map_err(sql)?
-    };
+    let mut acc = vec![Bucket::default(); n];
+    let mut all = vec![(Bucket::default(), None::<f64>); n];
+    let mut vals: Vec<Values> = vec![Values::default(); n];
+    let mut current: Option<(u64, u64, i64)> = None; // (bucket index, last step, last time)
+    let mut rows = st.query(params![from, to]).map_err(sql)?;
     while let Some(r) = rows.next().map_err(sql)? {
-        handle(r).map_err(sql)?;
+        let step: u64 = r.get(0).map_err(sql)?;
+        let time: i64 = r.get(1).map_err(sql)?;
+        let k = (step - from) / bucket;
+        if let Some((ck, cs, ct)) = current {
+            if ck != k {
+                flush(&mut out, &mut acc, &mut vals, cs, ct, bucket);
+            }
+        }
+        current = Some((k, step, time));
+        out.total += 1;
+        for (i, (a, t)) in acc.iter_mut().zip(all.iter_mut()).enumerate() {
+            let v = num(r, 2 + i);
+            a.add(v);
+            t.0.add(v);
+            t.1 = v;
+        }
     }
-    out.total = total;
-    let mut it = cols.into_iter();
-    for name in series {
-        let v = if bucket == 1 {
-            Values {
-                mean: it.next().unwrap_or_default(),
-                ..Default::default()
-            }
-        } else {
-            Values {
-                mean: it.next().unwrap_or_default(),
-                min: it.next(),
-                max: it.next(),
-            }
-        };
+    if let Some((_, cs, ct)) = current {
+        flush(&mut out, &mut acc, &mut vals, cs, ct, bucket);
+    }
+    for (name, v) in series.iter().zip(vals) {
         out.values.insert(name.clone(), json(&v));
     }
+    if whole {
+        let mut m = serde_json::Map::new();
+        for (name, (b, last)) in series.iter().zip(all) {
+            let some = b.n > 0;
+            let st = Stat {
+                mean: some.then(|| b.sum / b.n as f64),
+                min: some.then_some(b.min),
+                max: some.then_some(b.max),
+                last,
+            };
+            m.insert(name.clone(), json(&st));
+        }
+        out.stats = Some(m);
+    }
     Ok(out)
+}
+
+/// Mean, minimum and maximum of one series within the current bucket.
+#[derive(Debug, Clone, Copy, Default)]
+struct Bucket {
+    sum: f64,
+    n: u64,
+    min: f64,
+    max: f64,
+}
+
+impl Bucket {
+    fn add(&mut self, v: Option<f64>) {
+        if let Some(v) = v {
+            if self.n == 0 {
+                (self.min, self.max) = (v, v);
+            } else {
+                self.min = self.min.min(v);
+                self.max = self.max.max(v);
+            }
+            self.sum += v;
+            self.n += 1;
+        }
+    }
+}
+
+/// Ends the current bucket: its last step and time, and each series' mean (and min/max when
+/// buckets hold more than one step).
+fn flush(
+    out: &mut Curves,
+    acc: &mut [Bucket],
+    vals: &mut [Values],
+    step: u64,
+    time: i64,
+    bucket: u64,
+) {
+    out.step.push(step);
+    out.time_ms.push(time);
+    for (a, v) in acc.iter_mut().zip(vals.iter_mut()) {
+        let some = a.n > 0;
+        v.mean.push(some.then(|| a.sum / a.n as f64));
+        if bucket > 1 {
+            v.min
+                .get_or_insert_with(Vec::new)
+                .push(some.then_some(a.min));
+            v.max
+                .get_or_insert_with(Vec::new)
+                .push(some.then_some(a.max));
+        }
+        *a = Bucket::default();
+    }
 }
 
 /// Raw rows after `after` (at most `limit`; `truncated` when more exist).
@@ -249,7 +298,7 @@ pub fn after(conn: &Connection, series: &[String], after: u64, limit: usize) -> 
         out.step.push(r.get(0).map_err(sql)?);
         out.time_ms.push(r.get(1).map_err(sql)?);
         for (i, c) in cols.iter_mut().enumerate() {
-            c.push(finite(r.get(2 + i).map_err(sql)?));
+            c.push(num(r, 2 + i));
         }
     }
     out.total = out.step.len() as u64;
@@ -269,6 +318,16 @@ pub fn after(conn: &Connection, series: &[String], after: u64, limit: usize) -> 
 fn fill_empty(out: &mut Curves) {
     for name in &out.series {
         out.values.insert(name.clone(), json(&Values::default()));
+    }
+}
+
+/// Column `i` of a row as a finite number (REAL or INTEGER), else None — read without
+/// rusqlite's conversion machinery, which dominates long scans.
+fn num(r: &rusqlite::Row, i: usize) -> Option<f64> {
+    match r.get_ref(i) {
+        Ok(rusqlite::types::ValueRef::Real(v)) => finite(Some(v)),
+        Ok(rusqlite::types::ValueRef::Integer(v)) => Some(v as f64),
+        _ => None,
     }
 }
 
@@ -313,7 +372,7 @@ pub fn csv(
         let _ = write!(out, "{step},{t}");
         for i in 0..series.len() {
             out.push(',');
-            if let Some(v) = finite(r.get(2 + i).map_err(sql)?) {
+            if let Some(v) = num(r, 2 + i) {
                 let _ = write!(out, "{v}");
             }
         }
@@ -361,7 +420,7 @@ impl StatAcc {
         while let Some(r) = rows.next().map_err(sql)? {
             self.step = r.get(0).map_err(sql)?;
             for (i, acc) in self.sums.iter_mut().enumerate() {
-                let v: Option<f64> = finite(r.get(1 + i).map_err(sql)?);
+                let v = num(r, 1 + i);
                 if let Some(v) = v {
                     acc.0 += v;
                     acc.1 += 1;

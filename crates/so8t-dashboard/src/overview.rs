@@ -248,12 +248,14 @@ fn keep_rolling(dir: &Path) -> Option<u64> {
 }
 
 /// The overview of the run in `dir` (see `docs/dashboard-api.md`). `stats` carries the running
-/// statistics between calls.
+/// statistics between calls; with `None` the statistics are left out (`null`), which saves a
+/// pass over every row when the caller gets them elsewhere (the page's first load takes them
+/// from its whole-run curves).
 pub fn overview(
     id: &str,
     dir: &Path,
     cfg: &DashboardConfig,
-    stats: &mut StatAcc,
+    stats: Option<&mut StatAcc>,
     now_ms: i64,
 ) -> Result<Value> {
     let store = open(dir)?;
@@ -282,11 +284,17 @@ pub fn overview(
         m.retain(|k, _| !k.starts_with("gauge."));
         Value::Object(m)
     });
-    let (_, last, _) = crate::metrics::extent(conn)?;
-    if last < stats.step {
-        *stats = StatAcc::default();
-    }
-    stats.extend(conn)?;
+    let stats = match stats {
+        Some(acc) => {
+            let (_, last, _) = crate::metrics::extent(conn)?;
+            if last < acc.step {
+                *acc = StatAcc::default();
+            }
+            acc.extend(conn)?;
+            Value::Object(acc.stats())
+        }
+        None => Value::Null,
+    };
     let checkpoints: Vec<Value> = store
         .checkpoints()
         .map_err(|e| Error::Unreadable(e.to_string()))?
@@ -316,7 +324,7 @@ pub fn overview(
         "latest": latest_json,
         "gauges": gauges,
         "levels": levels,
-        "stats": stats.stats(),
+        "stats": stats,
         "transitions": transitions(conn)?,
         "checkpoints": checkpoints,
         "rolling": {"count": rolling, "keep": keep_rolling(dir)},

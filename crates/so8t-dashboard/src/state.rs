@@ -24,6 +24,26 @@ pub struct AppState {
     /// Serve the page from this folder instead of the embedded copy (development).
     pub static_dir: Option<PathBuf>,
     stats: Mutex<HashMap<PathBuf, StatAcc>>,
+    /// Run-list lines of finished runs, by database file stamp (a run that did not change is
+    /// not opened again).
+    lines: Mutex<HashMap<PathBuf, (Stamp, i64, Value)>>,
+}
+
+/// Size and modification time of `run.db` and its WAL: changes whenever the database does.
+type Stamp = [(u64, u128); 2];
+
+fn stamp(dir: &Path) -> Stamp {
+    let one = |name: &str| {
+        std::fs::metadata(dir.join(name)).map_or((0, 0), |m| {
+            let t = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            (m.len(), t)
+        })
+    };
+    [one(so8t_store::DB_FILE), one("run.db-wal")]
 }
 
 impl AppState {
@@ -33,6 +53,7 @@ impl AppState {
             cfg,
             static_dir,
             stats: Mutex::new(HashMap::new()),
+            lines: Mutex::new(HashMap::new()),
         }
     }
 
@@ -70,7 +91,7 @@ impl AppState {
         let mut runs: Vec<(i64, Value)> = cat
             .runs
             .iter()
-            .map(|r| run_line(&r.id, &r.path, r.pipeline.as_deref()))
+            .map(|r| self.cached_line(&r.id, &r.path, r.pipeline.as_deref()))
             .collect();
         runs.sort_by_key(|r| std::cmp::Reverse(r.0));
         let pipelines: Vec<Value> = cat
@@ -86,16 +107,39 @@ impl AppState {
         json!({"runs": runs.into_iter().map(|r| r.1).collect::<Vec<_>>(), "pipelines": pipelines})
     }
 
-    /// `/api/run`: the overview of one run.
-    pub fn overview(&self, id: &str) -> Result<Value> {
+    /// A run's line of `/api/runs`, from the cache when its database did not change since a
+    /// finished (not running) state was read.
+    fn cached_line(&self, id: &str, dir: &Path, pipeline: Option<&str>) -> (i64, Value) {
+        let st = stamp(dir);
+        if let Some((s, key, v)) = self.lines.lock().ok().and_then(|m| m.get(dir).cloned()) {
+            if s == st && v["id"] == id && v["pipeline"].as_str() == pipeline {
+                return (key, v);
+            }
+        }
+        let (key, v) = run_line(id, dir, pipeline);
+        if let Ok(mut m) = self.lines.lock() {
+            if v["status"] != "running" {
+                if m.len() >= 4 * STATS_CACHE {
+                    m.clear();
+                }
+                m.insert(dir.to_path_buf(), (st, key, v.clone()));
+            } else {
+                m.remove(dir);
+            }
+        }
+        (key, v)
+    }
+
+    /// `/api/run`: the overview of one run. `with_stats: false` leaves the statistics out
+    /// unless they are cached already (a pass over every row otherwise).
+    pub fn overview(&self, id: &str, with_stats: bool) -> Result<Value> {
         let dir = self.run_dir(id)?;
-        let mut acc = self
-            .stats
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&dir).cloned())
-            .unwrap_or_default();
-        let out = overview::overview(id, &dir, &self.cfg, &mut acc, now_ms())?;
+        let cached = self.stats.lock().ok().and_then(|m| m.get(&dir).cloned());
+        if !with_stats && cached.is_none() {
+            return overview::overview(id, &dir, &self.cfg, None, now_ms());
+        }
+        let mut acc = cached.unwrap_or_default();
+        let out = overview::overview(id, &dir, &self.cfg, Some(&mut acc), now_ms())?;
         if let Ok(mut m) = self.stats.lock() {
             if m.len() >= STATS_CACHE && !m.contains_key(&dir) {
                 m.clear();

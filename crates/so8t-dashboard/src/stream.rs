@@ -43,7 +43,7 @@ impl Watch {
         let (id, after, last_event) = (self.id.clone(), self.after, self.last_event);
         let read = blocking(&self.state, move |s| {
             let runs = s.runs();
-            let over = s.overview(&id).and_then(|mut o| {
+            let over = s.overview(&id, true).and_then(|mut o| {
                 let dir = s.run_dir(&id)?;
                 let store = crate::overview::open(&dir)?;
                 let names: Vec<String> = metrics::series_names().map(str::to_string).collect();

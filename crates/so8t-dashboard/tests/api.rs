@@ -135,12 +135,34 @@ fn curves_statistics_and_csv_equal_the_stored_rows() {
         ));
     }
 
+    // The whole-run curves carry the whole-run statistics of the same pass.
+    let all_mean = m.iter().map(|r| r.loss).sum::<f64>() / m.len() as f64;
+    assert!(close(
+        c["stats"]["loss"]["mean"].as_f64().unwrap(),
+        all_mean
+    ));
+    assert!(close(
+        c["stats"]["loss"]["last"].as_f64().unwrap(),
+        m[9999].loss
+    ));
+    let (_, b) = get(&s, "/api/run?run=b&stats=0");
+    assert_eq!(
+        b["stats"],
+        Value::Null,
+        "no pass over the rows when asked not to"
+    );
+    assert_eq!(b["session"]["step"], 300);
+
     // Zoomed: raw rows of the range; live: raw rows after a step.
     let z = ok(
         &s,
         "/api/run/metrics?run=a&series=ce&points=500&from=2001&to=2100",
     );
     assert_eq!(z["bucket"], 1);
+    assert!(
+        z.get("stats").is_none(),
+        "a zoomed range has no whole-run statistics"
+    );
     assert!(z["values"]["ce"].get("min").is_none());
     for (k, v) in z["values"]["ce"]["mean"]
         .as_array()

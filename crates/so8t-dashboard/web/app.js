@@ -183,11 +183,13 @@ async function loadRun() {
   const id = state.view.id;
   try {
     const z = state.zoom;
-    const [ov, m] = await Promise.all([api("run", { run: id }), api("run/metrics", metricsParams(z ? { from: z.from, to: z.to } : {}))]);
+    const [ov, m] = await Promise.all([api("run", { run: id, stats: z ? null : 0 }), api("run/metrics", metricsParams(z ? { from: z.from, to: z.to } : {}))]);
     if (gen !== state.gen) return;
     clearError("run");
     $("#notice").hidden = true;
     $("#view-run").hidden = false;
+    // First load: the whole-run statistics come from the curves' own pass (one scan, not two).
+    if (!ov.stats && m.stats) ov.stats = m.stats;
     applyOverview(ov, true);
     setMetrics(m);
   } catch (e) {
@@ -598,7 +600,9 @@ async function init() {
   const wanted = readHash();
   setupControls();
   await loadRuns();
-  select(wanted || (state.runs[0] ? { kind: "run", id: state.runs[0].id } : state.pipelines[0] ? { kind: "pipeline", id: state.pipelines[0].id } : null));
+  // By default the newest run that can be read (a corrupted one is listed, not opened).
+  const first = state.runs.find((r) => r.status !== "unreadable") || state.runs[0];
+  select(wanted || (first ? { kind: "run", id: first.id } : state.pipelines[0] ? { kind: "pipeline", id: state.pipelines[0].id } : null));
   renderCompareRuns();
   loadCompare();
 }

@@ -125,11 +125,17 @@ export class Chart {
       if (!groups.has(o.group)) groups.set(o.group, new Set());
       groups.get(o.group).add(this);
     }
-    let raf = 0;
-    new ResizeObserver(() => {
-      cancelAnimationFrame(raf);
-      raf = requestAnimationFrame(() => this.render());
-    }).observe(this.body);
+    new ResizeObserver(() => this.invalidate()).observe(this.body);
+  }
+
+  /** Schedules one render for the next frame: several setters in a row (a run switch, a live
+   * update) lay the page out once instead of once per setter. */
+  invalidate() {
+    if (this.raf) return;
+    this.raf = requestAnimationFrame(() => {
+      this.raf = 0;
+      this.render();
+    });
   }
 
   build() {
@@ -170,14 +176,14 @@ export class Chart {
   setSeries(defs) {
     this.series = defs;
     this.renderLegend();
-    this.render();
+    this.invalidate();
   }
 
   /** data: key → {x: [], mean: [], min?: [], max?: []} */
   setData(data) {
     this.data = data || {};
     this.message = this.points() ? null : this.message === "Loading…" ? "No data yet" : this.message;
-    this.render();
+    this.invalidate();
   }
 
   setBands(bands) {
@@ -185,7 +191,7 @@ export class Chart {
     if (key === this.bandsKey) return;
     this.bandsKey = key;
     this.bands = bands || [];
-    this.render();
+    this.invalidate();
   }
 
   setStats(stats) {
@@ -202,7 +208,7 @@ export class Chart {
 
   setMessage(text) {
     this.message = text;
-    this.render();
+    this.invalidate();
   }
 
   setSubtitle(text) {
