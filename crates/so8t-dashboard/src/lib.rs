@@ -6,8 +6,8 @@
 //! (`web/`, our own code, no third-party libraries) are embedded in the binary. It never writes a
 //! run folder; a corrupted, half-written or vanished database is reported, never fatal.
 //!
-//! Layout: [`config`] (`dashboard.yaml`), [`discover`] (finding runs), [`metrics`] (curves,
-//! downsampling, CSV, statistics), [`overview`] (one run's state), [`alerts`], [`pipeline`],
+//! Layout: [`config`] (`dashboard.yaml`), [`discover`] (finding runs), [`metrics`] (series,
+//! raw rows, CSV, statistics), [`downsample`] (buckets, on several cores), [`overview`] (one run's state), [`alerts`], [`pipeline`],
 //! [`state`] (shared state and caches), [`api`] (routes), [`stream`] (SSE), [`assets`] (the page),
 //! [`synth`] (synthetic runs for demos and the scale benchmark).
 
@@ -16,6 +16,7 @@ pub mod api;
 pub mod assets;
 pub mod config;
 pub mod discover;
+pub mod downsample;
 pub mod metrics;
 pub mod overview;
 pub mod pipeline;

@@ -1,11 +1,11 @@
-//! Curves out of the `metrics` table: named series as SQL expressions, server-side downsampling
-//! to equal-width step buckets (mean, min and max of each bucket, computed by SQLite so memory
-//! stays bounded however long the run), raw rows after a step for live appending, CSV export and
-//! summary statistics.
+//! Curves out of the `metrics` table: named series as SQL expressions, raw rows after a step for
+//! live appending, CSV export and summary statistics. Downsampling is in [`crate::downsample`].
 
 use std::fmt::Write as _;
 
 use rusqlite::{params, Connection};
+
+pub use crate::downsample::downsample;
 use serde::Serialize;
 
 use crate::{Error, Result};
@@ -122,7 +122,7 @@ pub struct Curves {
     pub stats: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-fn sql(e: rusqlite::Error) -> Error {
+pub(crate) fn sql(e: rusqlite::Error) -> Error {
     Error::Sql(e.to_string())
 }
 
@@ -134,142 +134,6 @@ pub fn extent(conn: &Connection) -> Result<(u64, u64, u64)> {
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )
     .map_err(sql)
-}
-
-/// The curves of `series` over steps `from..=to` (default: the whole run), at most `points`
-/// buckets of equal step width.
-pub fn downsample(
-    conn: &Connection,
-    series: &[String],
-    points: usize,
-    from: Option<u64>,
-    to: Option<u64>,
-) -> Result<Curves> {
-    let (first, last, _) = extent(conn)?;
-    let whole = from.is_none() && to.is_none();
-    let from = from.unwrap_or(first).max(first.min(1));
-    let to = to.unwrap_or(last);
-    let mut out = Curves {
-        series: series.to_vec(),
-        from,
-        to,
-        ..Default::default()
-    };
-    if to < from || last == 0 {
-        out.bucket = 1;
-        fill_empty(&mut out);
-        return Ok(out);
-    }
-    let width = to - from + 1;
-    let bucket = width.div_ceil(points.max(1) as u64).max(1);
-    out.bucket = bucket;
-    // One pass over the rows in step order, folded into buckets here: SQLite's GROUP BY on an
-    // expression would sort every row first (several times slower on long runs).
-    let exprs: Vec<String> = series.iter().map(|s| expr(s)).collect::<Result<_>>()?;
-    let mut cols = String::new();
-    for e in &exprs {
-        let _ = write!(cols, ", {e}");
-    }
-    let q = format!(
-        "SELECT step, time_ms{cols} FROM metrics WHERE step BETWEEN ?1 AND ?2 ORDER BY step"
-    );
-    let mut st = conn.prepare(&q).map_err(sql)?;
-    let n = series.len();
-    let mut acc = vec![Bucket::default(); n];
-    let mut all = vec![(Bucket::default(), None::<f64>); n];
-    let mut vals: Vec<Values> = vec![Values::default(); n];
-    let mut current: Option<(u64, u64, i64)> = None; // (bucket index, last step, last time)
-    let mut rows = st.query(params![from, to]).map_err(sql)?;
-    while let Some(r) = rows.next().map_err(sql)? {
-        let step: u64 = r.get(0).map_err(sql)?;
-        let time: i64 = r.get(1).map_err(sql)?;
-        let k = (step - from) / bucket;
-        if let Some((ck, cs, ct)) = current {
-            if ck != k {
-                flush(&mut out, &mut acc, &mut vals, cs, ct, bucket);
-            }
-        }
-        current = Some((k, step, time));
-        out.total += 1;
-        for (i, (a, t)) in acc.iter_mut().zip(all.iter_mut()).enumerate() {
-            let v = num(r, 2 + i);
-            a.add(v);
-            t.0.add(v);
-            t.1 = v;
-        }
-    }
-    if let Some((_, cs, ct)) = current {
-        flush(&mut out, &mut acc, &mut vals, cs, ct, bucket);
-    }
-    for (name, v) in series.iter().zip(vals) {
-        out.values.insert(name.clone(), json(&v));
-    }
-    if whole {
-        let mut m = serde_json::Map::new();
-        for (name, (b, last)) in series.iter().zip(all) {
-            let some = b.n > 0;
-            let st = Stat {
-                mean: some.then(|| b.sum / b.n as f64),
-                min: some.then_some(b.min),
-                max: some.then_some(b.max),
-                last,
-            };
-            m.insert(name.clone(), json(&st));
-        }
-        out.stats = Some(m);
-    }
-    Ok(out)
-}
-
-/// Mean, minimum and maximum of one series within the current bucket.
-#[derive(Debug, Clone, Copy, Default)]
-struct Bucket {
-    sum: f64,
-    n: u64,
-    min: f64,
-    max: f64,
-}
-
-impl Bucket {
-    fn add(&mut self, v: Option<f64>) {
-        if let Some(v) = v {
-            if self.n == 0 {
-                (self.min, self.max) = (v, v);
-            } else {
-                self.min = self.min.min(v);
-                self.max = self.max.max(v);
-            }
-            self.sum += v;
-            self.n += 1;
-        }
-    }
-}
-
-/// Ends the current bucket: its last step and time, and each series' mean (and min/max when
-/// buckets hold more than one step).
-fn flush(
-    out: &mut Curves,
-    acc: &mut [Bucket],
-    vals: &mut [Values],
-    step: u64,
-    time: i64,
-    bucket: u64,
-) {
-    out.step.push(step);
-    out.time_ms.push(time);
-    for (a, v) in acc.iter_mut().zip(vals.iter_mut()) {
-        let some = a.n > 0;
-        v.mean.push(some.then(|| a.sum / a.n as f64));
-        if bucket > 1 {
-            v.min
-                .get_or_insert_with(Vec::new)
-                .push(some.then_some(a.min));
-            v.max
-                .get_or_insert_with(Vec::new)
-                .push(some.then_some(a.max));
-        }
-        *a = Bucket::default();
-    }
 }
 
 /// Raw rows after `after` (at most `limit`; `truncated` when more exist).
@@ -315,7 +179,7 @@ pub fn after(conn: &Connection, series: &[String], after: u64, limit: usize) -> 
     Ok(out)
 }
 
-fn fill_empty(out: &mut Curves) {
+pub(crate) fn fill_empty(out: &mut Curves) {
     for name in &out.series {
         out.values.insert(name.clone(), json(&Values::default()));
     }
@@ -323,7 +187,7 @@ fn fill_empty(out: &mut Curves) {
 
 /// Column `i` of a row as a finite number (REAL or INTEGER), else None — read without
 /// rusqlite's conversion machinery, which dominates long scans.
-fn num(r: &rusqlite::Row, i: usize) -> Option<f64> {
+pub(crate) fn num(r: &rusqlite::Row, i: usize) -> Option<f64> {
     match r.get_ref(i) {
         Ok(rusqlite::types::ValueRef::Real(v)) => finite(Some(v)),
         Ok(rusqlite::types::ValueRef::Integer(v)) => Some(v as f64),
@@ -335,7 +199,7 @@ fn finite(v: Option<f64>) -> Option<f64> {
     v.filter(|x| x.is_finite())
 }
 
-fn json<T: Serialize>(v: &T) -> serde_json::Value {
+pub(crate) fn json<T: Serialize>(v: &T) -> serde_json::Value {
     serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
 }
 
