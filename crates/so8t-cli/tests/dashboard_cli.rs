@@ -12,14 +12,14 @@
 mod common;
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{ok, s};
 use serde_json::Value;
 use support::webdriver::{wait_download, Browser};
+use support::{dashboard, Dash};
 
 const BIN: &str = env!("CARGO_BIN_EXE_so8t");
 
@@ -46,40 +46,6 @@ checkpoint:
   keep_rolling: 2
 "
     )
-}
-
-/// A running `so8t dashboard`; killed on drop.
-struct Dash {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Dash {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn dashboard(args: &[&str]) -> Dash {
-    let mut child = Command::new(BIN)
-        .arg("dashboard")
-        .args(["--port", "0"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no URL in {line:?}"));
-    let base = url.trim_end_matches('/').to_string();
-    Dash { child, base }
 }
 
 fn get(d: &Dash, path: &str) -> Value {

@@ -10,7 +10,6 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -82,22 +81,8 @@ fn scale_first_load_and_memory() {
         bytes as f64 / (1u64 << 30) as f64
     );
 
-    let mut child = Command::new(BIN)
-        .args(["dashboard", "--port", "0", "--runs", dir.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .trim_end_matches('/')
-        .to_string();
-    let pid = child.id();
+    let dash = support::dashboard(&["--runs", dir.to_str().unwrap()]);
+    let (base, pid) = (dash.base.clone(), dash.child.id());
 
     // Drop the OS page cache? Not possible without root on every machine: the numbers below
     // are with the database files as the synth left them (mostly cached).
@@ -168,6 +153,5 @@ fn scale_first_load_and_memory() {
         t.elapsed().as_secs_f64(),
         peak_rss_mib(pid)
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(dash);
 }

@@ -132,7 +132,7 @@ async fn runs(State(state): State<Shared>) -> crate::Result<Json<Value>> {
 async fn run(State(state): State<Shared>, Query(q): Params) -> crate::Result<Json<Value>> {
     let id = param(&q, "run")?.to_string();
     let with_stats = q.get("stats").is_none_or(|v| v != "0" && v != "false");
-    blocking(&state, move |s| s.overview(&id, with_stats))
+    blocking(&state, move |s| s.overview(&id, with_stats, None))
         .await
         .map(Json)
 }
@@ -145,8 +145,7 @@ async fn run_metrics(State(state): State<Shared>, Query(q): Params) -> crate::Re
         .clamp(1, 20_000);
     let (from, to, after) = (num(&q, "from")?, num(&q, "to")?, num::<u64>(&q, "after")?);
     let c = blocking(&state, move |s| {
-        let dir = s.run_dir(&id)?;
-        let store = crate::overview::open(&dir)?;
+        let (_, store) = s.open_run(&id)?;
         let conn = store.connection();
         let c = match after {
             Some(a) => metrics::after(conn, &series, a, 5000)?,
@@ -166,8 +165,7 @@ async fn run_csv(State(state): State<Shared>, Query(q): Params) -> crate::Result
     let (from, to) = (num(&q, "from")?, num(&q, "to")?);
     let name = format!("{}-{}.csv", id.replace('/', "_"), series.join("-"));
     let body = blocking(&state, move |s| {
-        let dir = s.run_dir(&id)?;
-        let store = crate::overview::open(&dir)?;
+        let (_, store) = s.open_run(&id)?;
         let mut out = String::new();
         metrics::csv(store.connection(), &series, from, to, &mut out)?;
         Ok(out)
@@ -190,8 +188,7 @@ async fn run_verify(State(state): State<Shared>, Query(q): Params) -> crate::Res
     let id = param(&q, "run")?.to_string();
     let path = param(&q, "path")?.to_string();
     blocking(&state, move |s| {
-        let dir = s.run_dir(&id)?;
-        let store = crate::overview::open(&dir)?;
+        let (dir, store) = s.open_run(&id)?;
         let known = store
             .checkpoints()
             .map_err(|e| Error::Unreadable(e.to_string()))?
@@ -230,8 +227,7 @@ async fn compare(State(state): State<Shared>, Query(q): Params) -> crate::Result
         let runs: Vec<Value> = ids
             .iter()
             .map(|id| {
-                let read = s.run_dir(id).and_then(|dir| {
-                    let store = crate::overview::open(&dir)?;
+                let read = s.open_run(id).and_then(|(_, store)| {
                     metrics::downsample(
                         store.connection(),
                         std::slice::from_ref(&name),

@@ -4,53 +4,13 @@
 //! boundaries and scanned on several cores at once (each part on its own read-only connection),
 //! then joined. The same pass yields whole-run statistics when the range is the whole run.
 
-use std::fmt::Write as _;
-
 use rusqlite::{params, Connection, OpenFlags};
 
-use crate::metrics::{expr, extent, fill_empty, json, num, sql, Curves, Stat, Values};
+use crate::metrics::{extent, fill_empty, json, num, select, sql, Acc, Curves, Values};
 use crate::Result;
 
 /// Rows below which one thread scans the whole range (a split costs a connection per part).
 const SPLIT_ROWS: u64 = 40_000;
-
-/// Mean, minimum and maximum of one series within a bucket (or a whole range).
-#[derive(Debug, Clone, Copy, Default)]
-struct Bucket {
-    sum: f64,
-    n: u64,
-    min: f64,
-    max: f64,
-}
-
-impl Bucket {
-    fn add(&mut self, v: Option<f64>) {
-        if let Some(v) = v {
-            if self.n == 0 {
-                (self.min, self.max) = (v, v);
-            } else {
-                self.min = self.min.min(v);
-                self.max = self.max.max(v);
-            }
-            self.sum += v;
-            self.n += 1;
-        }
-    }
-
-    fn merge(&mut self, o: &Bucket) {
-        if o.n == 0 {
-            return;
-        }
-        if self.n == 0 {
-            *self = *o;
-            return;
-        }
-        self.sum += o.sum;
-        self.n += o.n;
-        self.min = self.min.min(o.min);
-        self.max = self.max.max(o.max);
-    }
-}
 
 /// What one scan of a sub-range found.
 #[derive(Default)]
@@ -58,8 +18,8 @@ struct Part {
     step: Vec<u64>,
     time_ms: Vec<i64>,
     vals: Vec<Values>,
-    /// Per series: the range's totals and the value of its newest row.
-    all: Vec<(Bucket, Option<f64>)>,
+    /// Per series: the range's totals and its newest row's reading.
+    all: Vec<Acc>,
     rows: u64,
 }
 
@@ -77,10 +37,10 @@ fn scan(
     let mut st = conn.prepare(q).map_err(sql)?;
     let mut p = Part {
         vals: vec![Values::default(); n],
-        all: vec![(Bucket::default(), None); n],
+        all: vec![Acc::default(); n],
         ..Default::default()
     };
-    let mut acc = vec![Bucket::default(); n];
+    let mut acc = vec![Acc::default(); n];
     let mut current: Option<(u64, u64, i64)> = None; // (bucket index, last step, last time)
     let mut rows = st.query(params![lo, hi]).map_err(sql)?;
     while let Some(r) = rows.next().map_err(sql)? {
@@ -97,8 +57,7 @@ fn scan(
         for (i, (a, t)) in acc.iter_mut().zip(p.all.iter_mut()).enumerate() {
             let v = num(r, 2 + i);
             a.add(v);
-            t.0.add(v);
-            t.1 = v;
+            t.add(v);
         }
     }
     if let Some((_, cs, ct)) = current {
@@ -109,21 +68,17 @@ fn scan(
 
 /// Ends the current bucket: its last step and time, and each series' mean (and min/max when
 /// buckets hold more than one step).
-fn flush(p: &mut Part, acc: &mut [Bucket], step: u64, time: i64, bucket: u64) {
+fn flush(p: &mut Part, acc: &mut [Acc], step: u64, time: i64, bucket: u64) {
     p.step.push(step);
     p.time_ms.push(time);
     for (a, v) in acc.iter_mut().zip(p.vals.iter_mut()) {
-        let some = a.n > 0;
-        v.mean.push(some.then(|| a.sum / a.n as f64));
+        let st = a.stat();
+        v.mean.push(st.mean);
         if bucket > 1 {
-            v.min
-                .get_or_insert_with(Vec::new)
-                .push(some.then_some(a.min));
-            v.max
-                .get_or_insert_with(Vec::new)
-                .push(some.then_some(a.max));
+            v.min.get_or_insert_with(Vec::new).push(st.min);
+            v.max.get_or_insert_with(Vec::new).push(st.max);
         }
-        *a = Bucket::default();
+        *a = Acc::default();
     }
 }
 
@@ -168,13 +123,7 @@ pub fn downsample(
     }
     let bucket = (to - from + 1).div_ceil(points.max(1) as u64).max(1);
     out.bucket = bucket;
-    let mut cols = String::new();
-    for s in series {
-        let _ = write!(cols, ", {}", expr(s)?);
-    }
-    let q = format!(
-        "SELECT step, time_ms{cols} FROM metrics WHERE step BETWEEN ?1 AND ?2 ORDER BY step"
-    );
+    let q = select(series, "WHERE step BETWEEN ?1 AND ?2 ORDER BY step")?;
     let n = series.len();
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get().min(4)) as u64;
     let path = conn.path().filter(|p| !p.is_empty()).map(str::to_string);
@@ -210,7 +159,7 @@ pub fn downsample(
     };
     // Join the parts in step order.
     let mut vals = vec![Values::default(); n];
-    let mut all = vec![(Bucket::default(), None::<f64>); n];
+    let mut all = vec![Acc::default(); n];
     for p in parts {
         out.step.extend(p.step);
         out.time_ms.extend(p.time_ms);
@@ -225,9 +174,8 @@ pub fn downsample(
             }
         }
         if p.rows > 0 {
-            for (a, pa) in all.iter_mut().zip(p.all) {
-                a.0.merge(&pa.0);
-                a.1 = pa.1;
+            for (a, pa) in all.iter_mut().zip(&p.all) {
+                a.merge(pa);
             }
         }
     }
@@ -235,18 +183,12 @@ pub fn downsample(
         out.values.insert(name.clone(), json(&v));
     }
     if whole {
-        let mut m = serde_json::Map::new();
-        for (name, (b, last)) in series.iter().zip(all) {
-            let some = b.n > 0;
-            let st = Stat {
-                mean: some.then(|| b.sum / b.n as f64),
-                min: some.then_some(b.min),
-                max: some.then_some(b.max),
-                last,
-            };
-            m.insert(name.clone(), json(&st));
-        }
-        out.stats = Some(m);
+        let stats = series.iter().zip(&all);
+        out.stats = Some(
+            stats
+                .map(|(name, a)| (name.clone(), json(&a.stat())))
+                .collect(),
+        );
     }
     Ok(out)
 }

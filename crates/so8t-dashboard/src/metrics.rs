@@ -138,13 +138,7 @@ pub fn extent(conn: &Connection) -> Result<(u64, u64, u64)> {
 
 /// Raw rows after `after` (at most `limit`; `truncated` when more exist).
 pub fn after(conn: &Connection, series: &[String], after: u64, limit: usize) -> Result<Curves> {
-    let exprs: Vec<String> = series.iter().map(|s| expr(s)).collect::<Result<_>>()?;
-    let mut cols = String::new();
-    for e in &exprs {
-        let _ = write!(cols, ", {e}");
-    }
-    let q =
-        format!("SELECT step, time_ms{cols} FROM metrics WHERE step > ?1 ORDER BY step LIMIT ?2");
+    let q = select(series, "WHERE step > ?1 ORDER BY step LIMIT ?2")?;
     let mut st = conn.prepare(&q).map_err(sql)?;
     let mut out = Curves {
         series: series.to_vec(),
@@ -211,14 +205,7 @@ pub fn csv(
     to: Option<u64>,
     out: &mut String,
 ) -> Result<u64> {
-    let exprs: Vec<String> = series.iter().map(|s| expr(s)).collect::<Result<_>>()?;
-    let mut cols = String::new();
-    for e in &exprs {
-        let _ = write!(cols, ", {e}");
-    }
-    let q = format!(
-        "SELECT step, time_ms{cols} FROM metrics WHERE step BETWEEN ?1 AND ?2 ORDER BY step"
-    );
+    let q = select(series, "WHERE step BETWEEN ?1 AND ?2 ORDER BY step")?;
     let mut st = conn.prepare(&q).map_err(sql)?;
     out.push_str("step,time_ms");
     for s in series {
@@ -259,39 +246,91 @@ pub struct Stat {
     pub last: Option<f64>,
 }
 
-/// Running sums behind [`Stat`]s, extended with new rows only (see [`crate::cache`]).
+/// Count, sum, minimum and maximum of the readings of one series (NULLs skipped), plus the
+/// newest reading: a bucket of a curve, or a whole run's statistics.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Acc {
+    sum: f64,
+    n: u64,
+    min: f64,
+    max: f64,
+    last: Option<f64>,
+}
+
+impl Acc {
+    /// Adds the next row's reading.
+    pub(crate) fn add(&mut self, v: Option<f64>) {
+        if let Some(v) = v {
+            if self.n == 0 {
+                (self.min, self.max) = (v, v);
+            } else {
+                self.min = self.min.min(v);
+                self.max = self.max.max(v);
+            }
+            self.sum += v;
+            self.n += 1;
+        }
+        self.last = v;
+    }
+
+    /// Adds the readings of the rows after this one's (`o` covers later steps).
+    pub(crate) fn merge(&mut self, o: &Acc) {
+        let last = o.last;
+        if o.n > 0 {
+            if self.n == 0 {
+                *self = *o;
+            } else {
+                self.sum += o.sum;
+                self.n += o.n;
+                self.min = self.min.min(o.min);
+                self.max = self.max.max(o.max);
+            }
+        }
+        self.last = last;
+    }
+
+    /// Mean, min, max (None without readings) and the newest reading.
+    pub(crate) fn stat(&self) -> Stat {
+        let some = self.n > 0;
+        Stat {
+            mean: some.then(|| self.sum / self.n as f64),
+            min: some.then_some(self.min),
+            max: some.then_some(self.max),
+            last: self.last,
+        }
+    }
+}
+
+/// `SELECT step, time_ms, <one expression per series> FROM metrics {tail}`.
+pub(crate) fn select(series: &[String], tail: &str) -> Result<String> {
+    let mut q = String::from("SELECT step, time_ms");
+    for s in series {
+        let _ = write!(q, ", {}", expr(s)?);
+    }
+    let _ = write!(q, " FROM metrics {tail}");
+    Ok(q)
+}
+
+/// Running sums behind [`Stat`]s, extended with new rows only (cached per run by the server).
 #[derive(Debug, Clone, Default)]
 pub struct StatAcc {
     /// Highest step included.
     pub step: u64,
-    sums: Vec<(f64, u64, f64, f64, Option<f64>)>,
+    accs: Vec<Acc>,
 }
 
 impl StatAcc {
     /// Adds the rows after `self.step` for every fixed series.
     pub fn extend(&mut self, conn: &Connection) -> Result<()> {
-        let n = SERIES.len();
-        if self.sums.len() != n {
-            self.sums = vec![(0.0, 0, f64::INFINITY, f64::NEG_INFINITY, None); n];
-        }
-        let mut cols = String::new();
-        for (_, e) in SERIES {
-            let _ = write!(cols, ", {e}");
-        }
-        let q = format!("SELECT step{cols} FROM metrics WHERE step > ?1 ORDER BY step");
+        let names: Vec<String> = series_names().map(str::to_string).collect();
+        self.accs.resize(names.len(), Acc::default());
+        let q = select(&names, "WHERE step > ?1 ORDER BY step")?;
         let mut st = conn.prepare(&q).map_err(sql)?;
         let mut rows = st.query([self.step]).map_err(sql)?;
         while let Some(r) = rows.next().map_err(sql)? {
             self.step = r.get(0).map_err(sql)?;
-            for (i, acc) in self.sums.iter_mut().enumerate() {
-                let v = num(r, 1 + i);
-                if let Some(v) = v {
-                    acc.0 += v;
-                    acc.1 += 1;
-                    acc.2 = acc.2.min(v);
-                    acc.3 = acc.3.max(v);
-                }
-                acc.4 = v;
+            for (i, acc) in self.accs.iter_mut().enumerate() {
+                acc.add(num(r, 2 + i));
             }
         }
         Ok(())
@@ -299,23 +338,9 @@ impl StatAcc {
 
     /// The statistics by series name.
     pub fn stats(&self) -> serde_json::Map<String, serde_json::Value> {
-        let mut m = serde_json::Map::new();
-        for ((name, _), acc) in SERIES.iter().zip(&self.sums) {
-            let s = if acc.1 == 0 {
-                Stat {
-                    last: acc.4,
-                    ..Default::default()
-                }
-            } else {
-                Stat {
-                    mean: Some(acc.0 / acc.1 as f64),
-                    min: Some(acc.2),
-                    max: Some(acc.3),
-                    last: acc.4,
-                }
-            };
-            m.insert((*name).to_string(), json(&s));
-        }
-        m
+        series_names()
+            .zip(&self.accs)
+            .map(|(name, acc)| (name.to_string(), json(&acc.stat())))
+            .collect()
     }
 }

@@ -69,12 +69,18 @@ fn sql(e: rusqlite::Error) -> Error {
 
 /// The newest metrics row as JSON (scalar fields and the gauges), or None before step 1.
 pub fn latest(conn: &Connection) -> Result<Option<Map<String, Value>>> {
+    // The gauges are series of their own (RAM and VRAM as percentages).
+    let mut gauges = String::new();
+    for g in GAUGES {
+        gauges.push_str(&crate::metrics::expr(g)?);
+        gauges.push_str(", ");
+    }
     conn.query_row(
-        "SELECT step, time_ms, loss, ce, pet, orth, alpha, pet_lambda, phase, lr, grad_norm, \
-         tokens, tokens_per_s, loss_smooth, cpu_pct, \
-         100.0 * ram_used_bytes / NULLIF(ram_total_bytes, 0), gpu_util_pct, \
-         100.0 * vram_used_bytes / NULLIF(vram_total_bytes, 0), gpu_temp_c, extra \
-         FROM metrics ORDER BY step DESC LIMIT 1",
+        &format!(
+            "SELECT step, time_ms, loss, ce, pet, orth, alpha, pet_lambda, phase, lr, grad_norm, \
+             tokens, tokens_per_s, loss_smooth, {gauges}extra \
+             FROM metrics ORDER BY step DESC LIMIT 1"
+        ),
         [],
         |r| {
             let mut m = Map::new();
@@ -197,54 +203,38 @@ pub fn events(conn: &Connection, after: i64, limit: usize) -> Result<Vec<Value>>
     rows.collect::<rusqlite::Result<_>>().map_err(sql)
 }
 
-/// Checks a checkpoint folder against its manifest by sizes (cheap); `full` also compares
-/// every file's sha256. Returns `(check, problem)`.
+/// Checks a checkpoint folder against its manifest (the trainer's own check): sizes only
+/// (cheap), or with `full` every file's sha256. Returns `(check, problem)`.
 pub fn check_checkpoint(dir: &Path, full: bool) -> (&'static str, Option<String>) {
     if !dir.is_dir() {
         return ("missing", None);
     }
-    let text = match std::fs::read_to_string(dir.join("manifest.json")) {
-        Ok(t) => t,
-        Err(_) => return ("no-manifest", None),
-    };
-    let Ok(m) = serde_json::from_str::<Value>(&text) else {
-        return ("damaged", Some("manifest.json is not valid JSON".into()));
-    };
-    let files = m["files"].as_array().cloned().unwrap_or_default();
-    for f in files {
-        let (Some(p), Some(size)) = (f["path"].as_str(), f["size"].as_u64()) else {
-            return (
-                "damaged",
-                Some("manifest.json: an entry lacks path or size".into()),
-            );
-        };
-        let path = dir.join(p);
-        match std::fs::metadata(&path) {
-            Err(_) => return ("damaged", Some(format!("{p} is missing"))),
-            Ok(md) if md.len() != size => {
-                return (
-                    "damaged",
-                    Some(format!("{p}: {} bytes, manifest says {size}", md.len())),
-                )
-            }
-            Ok(_) => {}
-        }
-        if full {
-            let want = f["sha256"].as_str().unwrap_or_default();
-            match so8t_store::audit::sha256_file(&path) {
-                Ok(h) if h == want => {}
-                Ok(_) => return ("damaged", Some(format!("{p}: sha256 differs"))),
-                Err(e) => return ("damaged", Some(format!("{p}: {e}"))),
-            }
-        }
+    if !dir.join("manifest.json").is_file() {
+        return ("no-manifest", None);
     }
-    ("ok", None)
+    match so8t_train::checkpoint::check_manifest(dir, full) {
+        Ok(()) => ("ok", None),
+        Err(why) => ("damaged", Some(why)),
+    }
 }
 
 fn keep_rolling(dir: &Path) -> Option<u64> {
     let text = std::fs::read_to_string(dir.join("config.resolved.yaml")).ok()?;
     let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).ok()?;
     v.get("checkpoint")?.get("keep_rolling")?.as_u64()
+}
+
+/// Most metric rows one live update carries (the page re-fetches the downsampled curve past it).
+pub const LIVE_ROWS: usize = 5000;
+
+/// A live update's view of the overview (`/api/stream`): only the events and metric rows newer
+/// than those already sent, and no session history.
+#[derive(Debug, Clone, Copy)]
+pub struct Live {
+    /// Events with an id above this one.
+    pub events_after: i64,
+    /// Metric rows of steps above this one (every series).
+    pub rows_after: u64,
 }
 
 /// The overview of the run in `dir` (see `docs/dashboard-api.md`). `stats` carries the running
@@ -256,6 +246,7 @@ pub fn overview(
     dir: &Path,
     cfg: &DashboardConfig,
     stats: Option<&mut StatAcc>,
+    live: Option<Live>,
     now_ms: i64,
 ) -> Result<Value> {
     let store = open(dir)?;
@@ -315,7 +306,7 @@ pub fn overview(
         .count();
     let evals = store.eval_runs().unwrap_or_default();
     let alerts: Vec<Alert> = alerts::for_run(cfg, &session, latest.as_ref(), now_ms);
-    Ok(json!({
+    let mut out = json!({
         "id": id,
         "path": dir.display().to_string(),
         "session": session_json(&session),
@@ -328,11 +319,20 @@ pub fn overview(
         "transitions": transitions(conn)?,
         "checkpoints": checkpoints,
         "rolling": {"count": rolling, "keep": keep_rolling(dir)},
-        "events": events(conn, 0, 200)?,
+        "events": events(conn, live.map_or(0, |l| l.events_after), 200)?,
         "evals": evals.iter().map(|e| json!({
             "id": e.id, "time_ms": e.time_ms, "label": e.label, "model": e.model,
             "summary": e.summary, "settings": e.settings,
         })).collect::<Vec<_>>(),
         "alerts": alerts,
-    }))
+    });
+    if let Some(l) = live {
+        let names: Vec<String> = crate::metrics::series_names().map(str::to_string).collect();
+        let rows = crate::metrics::after(conn, &names, l.rows_after, LIVE_ROWS)?;
+        out["rows"] = serde_json::to_value(&rows).unwrap_or_default();
+        if let Some(m) = out.as_object_mut() {
+            m.remove("sessions");
+        }
+    }
+    Ok(out)
 }

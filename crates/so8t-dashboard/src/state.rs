@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::config::DashboardConfig;
 use crate::discover::{self, Catalog};
 use crate::metrics::StatAcc;
-use crate::overview::{self, live_status};
+use crate::overview::{self, live_status, Live};
 use crate::{now_ms, Error, Result};
 
 /// Most runs whose statistics are kept between requests (a few hundred bytes each).
@@ -75,6 +75,13 @@ impl AppState {
         Ok(dir)
     }
 
+    /// The folder of run `id` and its database, opened read-only.
+    pub fn open_run(&self, id: &str) -> Result<(PathBuf, so8t_store::Store)> {
+        let dir = self.run_dir(id)?;
+        let store = overview::open(&dir)?;
+        Ok((dir, store))
+    }
+
     /// The folder of pipeline `id`, or `NotFound`.
     pub fn pipeline_dir(&self, id: &str) -> Result<PathBuf> {
         let dir = discover::resolve(&self.cfg.runs_dir, id)
@@ -116,7 +123,7 @@ impl AppState {
                 return (key, v);
             }
         }
-        let (key, v) = run_line(id, dir, pipeline);
+        let (key, v) = run_line(id, dir, pipeline, (st[0].1 / 1_000_000) as i64);
         if let Ok(mut m) = self.lines.lock() {
             if v["status"] != "running" {
                 if m.len() >= 4 * STATS_CACHE {
@@ -130,16 +137,16 @@ impl AppState {
         (key, v)
     }
 
-    /// `/api/run`: the overview of one run. `with_stats: false` leaves the statistics out
-    /// unless they are cached already (a pass over every row otherwise).
-    pub fn overview(&self, id: &str, with_stats: bool) -> Result<Value> {
+    /// `/api/run` (and with `live`, a live update): the overview of one run. `with_stats: false`
+    /// leaves the statistics out unless they are cached already (a pass over every row otherwise).
+    pub fn overview(&self, id: &str, with_stats: bool, live: Option<Live>) -> Result<Value> {
         let dir = self.run_dir(id)?;
         let cached = self.stats.lock().ok().and_then(|m| m.get(&dir).cloned());
         if !with_stats && cached.is_none() {
-            return overview::overview(id, &dir, &self.cfg, None, now_ms());
+            return overview::overview(id, &dir, &self.cfg, None, live, now_ms());
         }
         let mut acc = cached.unwrap_or_default();
-        let out = overview::overview(id, &dir, &self.cfg, Some(&mut acc), now_ms())?;
+        let out = overview::overview(id, &dir, &self.cfg, Some(&mut acc), live, now_ms())?;
         if let Ok(mut m) = self.stats.lock() {
             if m.len() >= STATS_CACHE && !m.contains_key(&dir) {
                 m.clear();
@@ -166,13 +173,9 @@ impl AppState {
     }
 }
 
-/// One line of `/api/runs` and its sort key (last update).
-fn run_line(id: &str, dir: &Path, pipeline: Option<&str>) -> (i64, Value) {
-    let mtime = std::fs::metadata(dir.join(so8t_store::DB_FILE))
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_millis() as i64);
+/// One line of `/api/runs` and its sort key (the session's last update; for an unreadable
+/// database `mtime_ms`, its file's modification time).
+fn run_line(id: &str, dir: &Path, pipeline: Option<&str>, mtime_ms: i64) -> (i64, Value) {
     let read = overview::open(dir).and_then(|store| {
         store
             .latest_session()
@@ -192,7 +195,7 @@ fn run_line(id: &str, dir: &Path, pipeline: Option<&str>) -> (i64, Value) {
         Err(e) => json!({"id": id, "path": dir.display().to_string(), "status": "unreadable",
             "pipeline": pipeline, "error": e.to_string()}),
     };
-    (mtime, v)
+    (mtime_ms, v)
 }
 
 /// Posts newly raised alerts to the webhook every refresh interval, forever.

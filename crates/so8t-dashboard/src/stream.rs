@@ -14,11 +14,8 @@ use futures_util::stream::{self, Stream};
 use serde_json::{json, Value};
 
 use crate::api::{blocking, num, param};
-use crate::metrics;
+use crate::overview::Live;
 use crate::state::AppState;
-
-/// Most metric rows sent in one update (the page re-fetches the downsampled curve past it).
-const MAX_ROWS: usize = 5000;
 
 struct Watch {
     state: Arc<AppState>,
@@ -40,26 +37,13 @@ fn event(name: &str, data: &Value) -> Event {
 impl Watch {
     /// Reads the run once and queues what changed.
     async fn look(&mut self) {
-        let (id, after, last_event) = (self.id.clone(), self.after, self.last_event);
+        let live = Live {
+            events_after: self.last_event,
+            rows_after: self.after,
+        };
+        let id = self.id.clone();
         let read = blocking(&self.state, move |s| {
-            let runs = s.runs();
-            let over = s.overview(&id, true).and_then(|mut o| {
-                let dir = s.run_dir(&id)?;
-                let store = crate::overview::open(&dir)?;
-                let names: Vec<String> = metrics::series_names().map(str::to_string).collect();
-                let rows = metrics::after(store.connection(), &names, after, MAX_ROWS)?;
-                let events = crate::overview::events(store.connection(), last_event, 200)?;
-                if let Some(m) = o.as_object_mut() {
-                    m.remove("sessions");
-                    m.insert("events".into(), json!(events));
-                    m.insert(
-                        "rows".into(),
-                        serde_json::to_value(&rows).unwrap_or_default(),
-                    );
-                }
-                Ok(o)
-            });
-            Ok((runs, over))
+            Ok((s.runs(), s.overview(&id, true, Some(live))))
         })
         .await;
         let (runs, over) = match read {

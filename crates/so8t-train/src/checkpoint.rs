@@ -376,16 +376,19 @@ fn candidates(ckpt: &Path) -> Result<Vec<(u64, CheckpointKind, String)>> {
     Ok(out)
 }
 
-/// Checks a checkpoint folder against its manifest; the error is the reason it is damaged.
-fn verify(dir: &Path) -> std::result::Result<StateFile, String> {
+/// Checks the files of a checkpoint folder against its `manifest.json`: every listed path stays
+/// inside the folder and has the listed size; with `hashes`, also the listed sha256 (reads every
+/// byte). The error is the reason the checkpoint is damaged. The dashboard shows this check.
+pub fn check_manifest(dir: &Path, hashes: bool) -> std::result::Result<(), String> {
+    read_manifest(dir).and_then(|m| check_files(dir, &m, hashes))
+}
+
+fn read_manifest(dir: &Path) -> std::result::Result<Manifest, String> {
     let text = fs::read_to_string(dir.join(MANIFEST)).map_err(|e| format!("{MANIFEST}: {e}"))?;
-    let manifest: Manifest =
-        serde_json::from_str(&text).map_err(|e| format!("{MANIFEST}: parse error: {e}"))?;
-    for required in [TRAINABLE, STATE] {
-        if !manifest.files.iter().any(|f| f.path == required) {
-            return Err(format!("{required}: not listed in {MANIFEST}"));
-        }
-    }
+    serde_json::from_str(&text).map_err(|e| format!("{MANIFEST}: parse error: {e}"))
+}
+
+fn check_files(dir: &Path, manifest: &Manifest, hashes: bool) -> std::result::Result<(), String> {
     for f in &manifest.files {
         let rel = Path::new(&f.path);
         if rel.is_absolute() || rel.components().any(|c| c.as_os_str() == "..") {
@@ -401,11 +404,25 @@ fn verify(dir: &Path) -> std::result::Result<StateFile, String> {
                 f.size
             ));
         }
-        let (_, sha) = sha256_file(&p).map_err(|e| format!("{}: {e}", f.path))?;
-        if sha != f.sha256 {
-            return Err(format!("{}: sha256 mismatch", f.path));
+        if hashes {
+            let (_, sha) = sha256_file(&p).map_err(|e| format!("{}: {e}", f.path))?;
+            if sha != f.sha256 {
+                return Err(format!("{}: sha256 mismatch", f.path));
+            }
         }
     }
+    Ok(())
+}
+
+/// Checks a checkpoint folder against its manifest; the error is the reason it is damaged.
+fn verify(dir: &Path) -> std::result::Result<StateFile, String> {
+    let manifest = read_manifest(dir)?;
+    for required in [TRAINABLE, STATE] {
+        if !manifest.files.iter().any(|f| f.path == required) {
+            return Err(format!("{required}: not listed in {MANIFEST}"));
+        }
+    }
+    check_files(dir, &manifest, true)?;
     let text = fs::read_to_string(dir.join(STATE)).map_err(|e| format!("{STATE}: {e}"))?;
     let sf: StateFile =
         serde_json::from_str(&text).map_err(|e| format!("{STATE}: parse error: {e}"))?;
