@@ -218,6 +218,18 @@ fn page_follows_a_live_training_run_in_chromium() {
         .unwrap();
     b.wait_until(wait, |b| Ok(step_of(b) > 0 && points_of(b, "loss") > 0))
         .unwrap();
+    // The first view's data came from the requests index.html starts before the scripts load.
+    let early = b
+        .exec(
+            "return performance.getEntriesByType('mark').map(m => m.name).filter(n => n.startsWith('early:')).sort().join(',');",
+            vec![],
+        )
+        .unwrap();
+    assert_eq!(
+        early.as_str(),
+        Some("early:config,early:run,early:run/metrics,early:runs"),
+        "the page did not use its early requests"
+    );
     b.exec("window.__noReload = 42;", vec![]).unwrap();
     let (step1, points1) = (step_of(&b), points_of(&b, "loss"));
     b.screenshot(&shots.join("1-live.png")).unwrap();

@@ -100,12 +100,14 @@ fn scale_first_load_and_memory() {
             b.goto(&format!("{base}/")).unwrap();
             let mut ms = 0.0;
             b.wait_until(Duration::from_secs(60), |b| {
+                // The loss chart notes when it first drew points (data-drawn-at, ms since
+                // navigation start); the step counter is filled before.
                 let v = b.exec(
                     "const c = document.querySelector('.chart[data-chart=\"loss\"]');\
                      const s = document.querySelector('#session-step');\
-                     return (c && +c.dataset.points > 0 && s && s.textContent.trim() !== '' \
+                     return (c && +c.dataset.drawnAt > 0 && s && s.textContent.trim() !== '' \
                        && s.textContent.trim() !== '–' && s.textContent.trim() !== '-') \
-                       ? performance.now() : 0;",
+                       ? +c.dataset.drawnAt : 0;",
                     vec![],
                 )?;
                 ms = v.as_f64().unwrap_or(0.0);
@@ -113,6 +115,20 @@ fn scale_first_load_and_memory() {
             })
             .unwrap();
             println!("page first load ({attempt}): {ms:.0} ms to the newest run's curves drawn");
+            let timeline = b
+                .exec(
+                    "const n = performance.getEntriesByType('navigation')[0];\
+                     const r = performance.getEntriesByType('resource').map(e => \
+                       `${e.name.replace(location.origin, '')} ${e.startTime.toFixed(0)}+${e.duration.toFixed(0)}`);\
+                     const m = performance.getEntriesByType('mark').map(e => `${e.name} ${e.startTime.toFixed(0)}`);\
+                     return `html ${n.responseEnd.toFixed(0)}, dom ${n.domContentLoadedEventEnd.toFixed(0)}; ` + r.join('; ') + '; marks: ' + m.join(', ');",
+                    vec![],
+                )
+                .unwrap();
+            println!(
+                "  timeline (ms from navigation start): {}",
+                timeline.as_str().unwrap_or("")
+            );
             if attempt == "cold" {
                 let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
                     .join("dashboard-screenshots/scale.png");

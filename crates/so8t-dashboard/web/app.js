@@ -56,9 +56,13 @@ class ApiError extends Error {
 }
 
 async function api(path, params) {
+  const url = apiUrl(path, params);
+  // a request the page's head started early (index.html), used once
+  const early = window.so8tEarly?.get(url);
+  if (early) { window.so8tEarly.delete(url); performance.mark(`early:${path}`); }
   let r;
   try {
-    r = await fetch(apiUrl(path, params), { cache: "no-store" });
+    r = await (early || fetch(url, { cache: "no-store" }));
   } catch (e) {
     throw new ApiError(0, "cannot reach the dashboard server");
   }
@@ -107,9 +111,9 @@ function renderRuns(list) {
   updateHeader();
 }
 
-async function loadRuns() {
+async function loadRuns(pending) {
   try {
-    renderRuns(await api("runs"));
+    renderRuns(await (pending || api("runs")));
     clearError("runs");
   } catch (e) {
     setError("runs", `Run list: ${e.message}`);
@@ -126,6 +130,8 @@ function select(view) {
   state.gen++;
   state.ov = null; state.events = []; state.data = null; state.zoom = null; state.pipe = null; state.pending = [];
   state.verified = new Map();
+  // Ask the server first: the requests run while the page below resets itself.
+  const loading = view?.kind === "run" ? loadRun() : null;
   clearError("run"); clearError("pipeline"); clearError("stream"); clearError("metrics");
   renderAlerts([]);
   for (const c of Object.values(charts)) if (c !== charts.compare) { c.setZoom(null); c.setStats(null); c.setBands([]); c.setData({}); c.setMessage("Loading…"); }
@@ -136,7 +142,7 @@ function select(view) {
   $("#view-run").hidden = view?.kind !== "run";
   $("#pipeline").hidden = true;
   document.body.dataset.view = view?.kind || "none";
-  if (view?.kind === "run") loadRun().catch(() => {}).then(connect);
+  if (loading) loading.catch(() => {}).then(connect);
   else if (view?.kind === "pipeline") { loadPipeline(); connect(); }
   else {
     connect();
@@ -185,6 +191,7 @@ async function loadRun() {
     const z = state.zoom;
     const [ov, m] = await Promise.all([api("run", { run: id, stats: z ? null : 0 }), api("run/metrics", metricsParams(z ? { from: z.from, to: z.to } : {}))]);
     if (gen !== state.gen) return;
+    performance.mark("run-data");
     clearError("run");
     $("#notice").hidden = true;
     $("#view-run").hidden = false;
@@ -192,6 +199,7 @@ async function loadRun() {
     if (!ov.stats && m.stats) ov.stats = m.stats;
     applyOverview(ov, true);
     setMetrics(m);
+    performance.mark("run-shown");
   } catch (e) {
     if (gen !== state.gen) return;
     const known = state.runs.find((r) => r.id === id);
@@ -586,9 +594,18 @@ function setupControls() {
 }
 
 async function init() {
+  performance.mark("init");
+  // The configuration and the run list are fetched together; the charts are built meanwhile.
+  if (window.so8tEarlySeries !== undefined && window.so8tEarlySeries !== ALL_SERIES.join(",")) {
+    console.warn("index.html's early series differ from the charts':", window.so8tEarlySeries);
+  }
+  const config = api("config");
+  const runs = api("runs");
+  runs.catch(() => {});
   makeCharts();
+  performance.mark("charts-built");
   try {
-    state.config = { ...state.config, ...(await api("config")) };
+    state.config = { ...state.config, ...(await config) };
     clearError("config");
   } catch (e) {
     setError("config", e.status === 401 ? `Not authorized: ${e.message}` : `Configuration: ${e.message}`);
@@ -599,10 +616,14 @@ async function init() {
   buildGauges($("#gauges"), state.config);
   const wanted = readHash();
   setupControls();
-  await loadRuns();
+  performance.mark("controls");
+  await loadRuns(runs);
+  performance.mark("runs-shown");
+  await window.so8tEarlyReady; // the early requests are registered (or not needed)
   // By default the newest run that can be read (a corrupted one is listed, not opened).
   const first = state.runs.find((r) => r.status !== "unreadable") || state.runs[0];
   select(wanted || (first ? { kind: "run", id: first.id } : state.pipelines[0] ? { kind: "pipeline", id: state.pipelines[0].id } : null));
+  window.so8tEarly?.clear(); // an early request the first view did not take is never used later
   renderCompareRuns();
   loadCompare();
 }

@@ -397,6 +397,8 @@ export class Chart {
     if (this.drag) this.drawSelection();
     const n = this.points();
     this.root.setAttribute("data-points", String(n));
+    // when the chart first drew points (read by the scale benchmark)
+    if (n > 0 && !this.root.dataset.drawnAt) this.root.dataset.drawnAt = performance.now().toFixed(0);
     this.msg.textContent = this.message || "";
     this.msg.hidden = !this.message;
     if (this.hoverX != null) this.showHover(this.hoverX, this.tipShown);
