@@ -76,6 +76,9 @@ enum Command {
     Watch(commands::watch::WatchArgs),
     /// The live web dashboard: runs, curves, gauges, checkpoints, pipelines, A/B results.
     Dashboard(commands::dashboard::DashboardArgs),
+    /// Benchmarks: time training steps on a device (compare with the PyTorch bench scripts).
+    #[command(subcommand)]
+    Bench(commands::bench::BenchCmd),
     /// Power-on resume: install the systemd unit (or Windows task) that resumes unfinished work.
     #[command(subcommand)]
     Service(commands::service::ServiceCmd),
@@ -139,6 +142,7 @@ fn main() -> ExitCode {
         Command::Watch(a) => commands::watch::run(a),
         Command::Service(c) => commands::service::run(c),
         Command::Dashboard(a) => commands::dashboard::run(a),
+        Command::Bench(c) => commands::bench::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -232,10 +232,58 @@ fn every_command_has_help() {
         vec!["data", "pull"],
         vec!["train"],
         vec!["train", "status"],
+        vec!["bench"],
+        vec!["bench", "train"],
+        vec!["bench", "kernels"],
     ] {
         let mut a = cmd.clone();
         a.push("--help");
         let out = ok(&a);
         assert!(out.contains("Usage:"), "so8t {cmd:?} --help:\n{out}");
     }
+}
+
+#[test]
+fn bench_train_runs_on_the_cpu_and_devices_are_checked() {
+    let t = tempfile::tempdir().unwrap();
+    let m = t.path().join("m");
+    ok(&["model", "init", "--preset", "tiny", "--out", s(&m)]);
+    let out = ok(&[
+        "bench",
+        "train",
+        "--model",
+        s(&m),
+        "--device",
+        "cpu",
+        "--seq",
+        "16",
+        "--batch",
+        "2",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--lora-rank",
+        "4",
+    ]);
+    assert!(
+        out.contains("RESULT so8t seq=16 batch=2") && out.contains("tokens/s"),
+        "{out}"
+    );
+    let e = fails(&["bench", "train", "--model", s(&m), "--device", "tpu"]);
+    assert!(e.contains("expected auto, cpu, cuda or cuda:N"), "{e}");
+    // The fused kernels are CUDA-only: on the CPU the command says so.
+    let e = fails(&["bench", "kernels", "--device", "cpu"]);
+    assert!(e.contains("do not run on cpu"), "{e}");
+    let e = fails(&[
+        "model",
+        "logits",
+        "--model",
+        s(&m),
+        "--ids",
+        "1,2",
+        "--device",
+        "cuda:x",
+    ]);
+    assert!(e.contains("cuda:x"), "{e}");
 }

@@ -101,6 +101,9 @@ pub enum Error {
     /// Chat template failure.
     #[error("chat template: {0}")]
     Template(String),
+    /// A device name is unknown or the device cannot be opened.
+    #[error("device: {0}")]
+    Device(String),
     /// Invalid generation request.
     #[error("generation: {0}")]
     Generation(String),

@@ -354,6 +354,32 @@ fn tensor_shapes(cfg: &Config) -> Vec<(String, Vec<usize>)> {
 
 /// Writes N(0, 0.02²) weights (ones for norms), each tensor from its own seeded stream so the
 /// result does not depend on write order.
+/// Elements from which a tensor's values are drawn in parallel chunks (each chunk its own
+/// seeded stream); smaller tensors, every tiny and small preset's, keep one stream.
+const PARALLEL_FROM: usize = 1 << 22;
+
+/// `n` draws of `normal`, seeded: one stream below [`PARALLEL_FROM`], else 1 Mi-element chunks
+/// drawn on all cores (the same values for a seed on any machine).
+fn normal_values(n: usize, seed: u64, normal: Normal<f32>) -> Vec<f32> {
+    use rayon::prelude::*;
+    if n < PARALLEL_FROM {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        return (0..n).map(|_| normal.sample(&mut rng)).collect();
+    }
+    let mut v = vec![0f32; n];
+    v.par_chunks_mut(1 << 20)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(crate::dropout::mix64(
+                seed ^ (c as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
+            ));
+            for x in chunk {
+                *x = normal.sample(&mut rng);
+            }
+        });
+    v
+}
+
 fn write_weights(cfg: &Config, seed: u64, dtype: DType, path: &Path) -> Result<()> {
     let normal = Normal::new(0.0f32, 0.02).map_err(|e| Error::Generation(e.to_string()))?;
     let pending = tensor_shapes(cfg)
@@ -371,10 +397,8 @@ fn write_weights(cfg: &Config, seed: u64, dtype: DType, path: &Path) -> Result<(
                     let t = if is_norm {
                         Tensor::ones(shape2.as_slice(), DType::F32, &Device::Cpu)?
                     } else {
-                        let mut rng = rand::rngs::StdRng::seed_from_u64(
-                            seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-                        );
-                        let v: Vec<f32> = (0..n).map(|_| normal.sample(&mut rng)).collect();
+                        let tensor_seed = seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                        let v = normal_values(n, tensor_seed, normal);
                         Tensor::from_vec(v, shape2.as_slice(), &Device::Cpu)?
                     };
                     Ok(t.to_dtype(dtype)?)

@@ -28,6 +28,9 @@ impl RmsNorm {
 
     /// Normalizes `x` [.., H]; `train` uses the differentiable (non-fused) kernel.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if let Some(y) = crate::fused::rms_norm(x, &self.weight, self.eps as f32)? {
+            return Ok(y);
+        }
         if !train && x.dtype() == DType::F32 {
             return Ok(candle_nn::ops::rms_norm(
                 &x.contiguous()?,
@@ -204,6 +207,9 @@ fn rotate_half(x: &Tensor) -> Result<Tensor> {
 
 /// `cos`/`sin` are `[T, rot/2]`, or `[B, T, rot/2]` for packed rows (per-row positions).
 fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, train: bool) -> Result<Tensor> {
+    if let Some(y) = crate::fused::rope(x, cos, sin)? {
+        return Ok(y);
+    }
     let rot = cos.dim(D::Minus1)? * 2;
     let d = x.dim(D::Minus1)?;
     let apply = |x: &Tensor| -> Result<Tensor> {
@@ -399,19 +405,11 @@ impl Attention {
         let scale = 1.0 / (hd as f64).sqrt();
         let qg = (q * scale)?.reshape((b, nkv, rep * t, hd))?;
         let att = qg.matmul(&k.t()?)?.reshape((b, nh, t, s))?;
-        let dt = att.dtype();
-        let mut att = att.to_dtype(DType::F32.max_precision(dt))?;
-        if let Some(m) = ctx.mask {
-            att = att.broadcast_add(&m.to_dtype(att.dtype())?)?;
-        }
-        let att = if ctx.train && att.device().is_cpu() && att.dtype() == DType::F32 {
-            att.contiguous()?.apply_op1(TrainSoftmax)?
-        } else if ctx.train {
-            candle_nn::ops::softmax(&att, D::Minus1)?
-        } else {
-            candle_nn::ops::softmax_last_dim(&att)?
+        let att = match crate::fused::softmax(&att, ctx.mask)? {
+            Some(p) => p,
+            None => softmax_composed(att, ctx)?,
         };
-        let att = att.to_dtype(dt)?.reshape((b, nkv, rep * t, s))?;
+        let att = att.reshape((b, nkv, rep * t, s))?;
         let y = att.matmul(&v.contiguous()?)?; // [b, nkv, rep·t, hd]
         let y = y
             .reshape((b, nh, t, hd))?
@@ -425,11 +423,32 @@ impl Attention {
     }
 }
 
+/// Softmax over the last dim of the scores after adding the mask, in f32 at least; the result
+/// in the scores' dtype.
+fn softmax_composed(att: Tensor, ctx: &AttnCtx<'_>) -> Result<Tensor> {
+    let dt = att.dtype();
+    let mut att = att.to_dtype(DType::F32.max_precision(dt))?;
+    if let Some(m) = ctx.mask {
+        att = att.broadcast_add(&m.to_dtype(att.dtype())?)?;
+    }
+    let att = if ctx.train && att.device().is_cpu() && att.dtype() == DType::F32 {
+        att.contiguous()?.apply_op1(TrainSoftmax)?
+    } else if ctx.train {
+        candle_nn::ops::softmax(&att, D::Minus1)?
+    } else {
+        candle_nn::ops::softmax_last_dim(&att)?
+    };
+    Ok(att.to_dtype(dt)?)
+}
+
 impl Mlp {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (g, u) = match &self.up {
             Up::Fused(l) => {
                 let gu = l.forward(x, train)?;
+                if let Some(h) = crate::fused::swiglu(&gu)? {
+                    return self.down_proj.forward(&h, train);
+                }
                 let i = gu.dim(D::Minus1)? / 2;
                 (gu.narrow(D::Minus1, 0, i)?, gu.narrow(D::Minus1, i, i)?)
             }

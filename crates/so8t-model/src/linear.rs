@@ -140,7 +140,7 @@ impl Linear {
         let mut y = match &self.weight {
             // On a graph that needs gradients, a custom op computes only the gradient w.r.t. x in
             // the backward pass (a plain matmul also computes and keeps a weight-sized one for W).
-            LinearWeight::Dense(w) if train && is_frozen_on_tracked_cpu(&x2, w) => {
+            LinearWeight::Dense(w) if train && is_frozen_on_tracked(&x2, w) => {
                 frozen_matmul(&x2, w)?
             }
             LinearWeight::Dense(w) => dense_matmul(&x2, w)?,
@@ -163,9 +163,17 @@ impl Linear {
             } else {
                 x2.clone()
             };
-            let dt = l.a.dtype();
+            // On a GPU in half precision the adapters run in that precision too (their f32
+            // masters get the gradients through the cast); elsewhere in the adapters' f32.
+            let half = matches!(x2.dtype(), DType::BF16 | DType::F16);
+            let dt = if half && !x2.device().is_cpu() {
+                x2.dtype()
+            } else {
+                l.a.dtype()
+            };
             // The scale goes on the narrow [n, r] intermediate, not on the [n, out] result.
-            let h = (xin.to_dtype(dt)?.matmul(&l.a.t()?)? * l.scale)?.matmul(&l.b.t()?)?;
+            let (a, b) = (l.a.to_dtype(dt)?, l.b.to_dtype(dt)?);
+            let h = (xin.to_dtype(dt)?.matmul(&a.t()?)? * l.scale)?.matmul(&b.t()?)?;
             let dt_y = y.dtype();
             y = (y + h.to_dtype(dt_y)?)?;
         }
@@ -200,15 +208,17 @@ fn dense_matmul(x2: &Tensor, w: &Tensor) -> Result<Tensor> {
     })
 }
 
-/// True when `x` takes part in autograd, `w` does not (a frozen weight), and both are on the CPU:
-/// the case of [`frozen_matmul`].
-pub(crate) fn is_frozen_on_tracked_cpu(x: &Tensor, w: &Tensor) -> bool {
-    x.track_op() && !w.track_op() && x.device().is_cpu() && w.device().is_cpu()
+/// True when `x` takes part in autograd, `w` does not (a frozen weight), and both are on the CPU
+/// (or both on CUDA in a CUDA build): the case of [`frozen_matmul`].
+pub(crate) fn is_frozen_on_tracked(x: &Tensor, w: &Tensor) -> bool {
+    let device_ok = (x.device().is_cpu() && w.device().is_cpu())
+        || (cfg!(feature = "cuda") && x.device().is_cuda() && x.device().same_device(w.device()));
+    x.track_op() && !w.track_op() && device_ok
 }
 
-/// `x2 Wᵀ` for `x2` [n, in] and a frozen W [out, in] on the CPU, as a custom op whose backward
-/// pass returns only `grad · W` for `x2`: no gradient (and no weight-sized tensor) for W.
-/// Same values as `x2.matmul(&w.t())`.
+/// `x2 Wᵀ` for `x2` [n, in] and a frozen W [out, in], as a custom op whose backward pass returns
+/// only `grad · W` for `x2`: no gradient (and no weight-sized tensor) for W. candle's own matmul
+/// computes and keeps both. Same values as `x2.matmul(&w.t())`.
 pub(crate) fn frozen_matmul(x2: &Tensor, w: &Tensor) -> Result<Tensor> {
     Ok(x2.apply_op2(w, FrozenMatMul)?)
 }
@@ -246,6 +256,24 @@ impl CustomOp2 for FrozenMatMul {
         wl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         matmul_wt(self.name(), xs, xl, ws, wl)
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        ws: &candle_core::CudaStorage,
+        wl: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        let (n, k) = xl.shape().dims2()?;
+        let (m, kw) = wl.shape().dims2()?;
+        if k != kw {
+            candle_core::bail!("frozen-matmul: x is [{n}, {k}] but W is [{m}, {kw}]")
+        }
+        let out = xs.matmul(ws, (1, n, m, k), xl, &wl.transpose(0, 1)?)?;
+        Ok((out, Shape::from((n, m))))
     }
 
     fn bwd(

@@ -344,7 +344,7 @@ impl Model {
         let (b, t, h) = hidden.dims3()?;
         let x = hidden.reshape((b * t, h))?;
         // While training, the frozen head gets no weight-sized gradient (see `frozen_matmul`).
-        let y = if crate::linear::is_frozen_on_tracked_cpu(&x, &self.lm_head) {
+        let y = if crate::linear::is_frozen_on_tracked(&x, &self.lm_head) {
             crate::linear::frozen_matmul(&x.contiguous()?, &self.lm_head)?
         } else {
             match crate::matvec::matvec(&x, &self.lm_head)? {

@@ -165,8 +165,14 @@ pub struct TrainingSection {
     pub epochs: u64,
     /// Optimizer steps (0: `epochs` decide).
     pub max_steps: u64,
-    /// `f32` (CPU) or `bf16`/`f16` (GPU).
+    /// `f32` (CPU) or `bf16`/`f16` (GPU); `auto`: f32 on the CPU, bf16 on CUDA. The frozen
+    /// base runs in it; LoRA adapters, gate generators and AdamW moments stay f32.
     pub dtype: String,
+    /// `auto` (CUDA when this build has it and a GPU is present, else the CPU), `cpu`, `cuda`,
+    /// `cuda:N`. Not part of the run's identity: a run may resume on another device. Left out of
+    /// the serialized config when `auto`.
+    #[serde(skip_serializing_if = "is_auto")]
+    pub device: String,
     /// Seed of adapters, gates and data order.
     pub seed: u64,
     /// The frozen base linears' storage: `same` (the `dtype` above) or `int8` (llama.cpp Q8_0
@@ -193,6 +199,7 @@ impl Default for TrainingSection {
             epochs: 3,
             max_steps: 0,
             dtype: "f32".into(),
+            device: "auto".into(),
             seed: 42,
             base_dtype: "same".into(),
             gradient_checkpointing: false,
@@ -207,6 +214,13 @@ pub const BASE_DTYPES: [&str; 2] = ["same", "int8"];
 fn is_same(s: &str) -> bool {
     s == "same"
 }
+
+fn is_auto(s: &str) -> bool {
+    s == "auto"
+}
+
+/// The values `training.dtype` accepts.
+pub const DTYPES: [&str; 4] = ["auto", "f32", "bf16", "f16"];
 
 /// Checkpoint cadence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -326,6 +340,15 @@ impl TrainConfig {
         if self.lora.enabled && self.lora.r == 0 {
             return Err(Error::invalid("lora.r", "must be at least 1"));
         }
+        if !DTYPES.contains(&t.dtype.as_str()) {
+            return Err(Error::invalid(
+                "training.dtype",
+                format!("{:?}: expected one of {DTYPES:?}", t.dtype),
+            ));
+        }
+        t.device
+            .parse::<so8t_model::device::DeviceSpec>()
+            .map_err(|e| Error::invalid("training.device", e.to_string()))?;
         if !BASE_DTYPES.contains(&t.base_dtype.as_str()) {
             return Err(Error::invalid(
                 "training.base_dtype",
@@ -335,7 +358,7 @@ impl TrainConfig {
         if t.full_finetune {
             let why = if self.lora.enabled {
                 Some("set lora.enabled: false (full fine-tuning trains the weights themselves)")
-            } else if t.dtype != "f32" {
+            } else if t.dtype != "f32" && t.dtype != "auto" {
                 Some("full fine-tuning needs training.dtype: f32")
             } else if t.base_dtype != "same" {
                 Some("full fine-tuning needs training.base_dtype: same")
@@ -383,7 +406,10 @@ impl TrainConfig {
 
     /// A stable hash of the resolved config (finds the unfinished run of a config).
     pub fn hash(&self) -> String {
-        let json = serde_json::to_string(self).unwrap_or_default();
+        // The device is where a run trains, not what it trains.
+        let mut same = self.clone();
+        same.training.device = "auto".into();
+        let json = serde_json::to_string(&same).unwrap_or_default();
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for b in json.bytes() {
             h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);

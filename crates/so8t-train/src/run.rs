@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::{DType, Device};
+use candle_core::DType;
 use so8t_data::tokenize::Example;
 use so8t_model::Model;
 
@@ -80,18 +80,29 @@ pub fn run(mut opts: RunOptions) -> Result<Session> {
     } else {
         t.epochs * steps_per_epoch
     };
+    let device = so8t_model::device::open(&t.device)?;
     let dtype = match t.dtype.as_str() {
+        "auto" if device.is_cpu() => DType::F32,
+        "auto" | "bf16" => DType::BF16,
         "f32" => DType::F32,
-        "bf16" => DType::BF16,
         "f16" => DType::F16,
         o => {
             return Err(Error::invalid(
                 "training.dtype",
-                format!("{o:?}: expected f32, bf16 or f16"),
+                format!("{o:?}: expected auto, f32, bf16 or f16"),
             ))
         }
     };
-    let device = Device::Cpu;
+    if cfg.training.full_finetune && dtype != DType::F32 {
+        return Err(Error::invalid(
+            "training.full_finetune",
+            "full fine-tuning needs training.dtype: f32",
+        ));
+    }
+    tracing::info!(
+        "training on {} in {dtype:?}",
+        so8t_model::device::name_of(&device)
+    );
     let mut model = Model::load(&cfg.model, dtype, &device)?;
     if cfg.training.base_dtype == "int8" {
         so8t_model::quant::quantize_base(&mut model)?;

@@ -50,6 +50,8 @@ fn bad_keys_and_values_are_named() {
         ("training:\n  batch_size: 0\n", "training.batch_size"),
         ("alpha:\n  schedule: sigmoid\n  width: 0\n", "alpha.width"),
         ("data: [1, 2\n", "c.yaml"),
+        ("training:\n  device: tpu\n", "training.device"),
+        ("training:\n  dtype: f64\n", "training.dtype"),
     ] {
         std::fs::write(&p, text).unwrap();
         let e = TrainConfig::from_file(&p).unwrap_err().to_string();
@@ -93,4 +95,20 @@ fn presets_lay_under_the_file_and_unknown_ones_are_named() {
     std::fs::write(&p, "preset: fast\ntraining:\n  epoks: 2\n").unwrap();
     let e = TrainConfig::from_file(&p).unwrap_err().to_string();
     assert!(e.contains("epoks") && e.contains("epochs"), "{e}");
+}
+
+#[test]
+fn the_device_is_not_part_of_the_run_identity() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("c.yaml");
+    std::fs::write(&p, "lora:\n  dropout: 0\n").unwrap();
+    let auto = TrainConfig::from_file(&p).unwrap();
+    assert_eq!(auto.training.device, "auto");
+    std::fs::write(&p, "lora:\n  dropout: 0\ntraining:\n  device: cuda:1\n").unwrap();
+    let cuda = TrainConfig::from_file(&p).unwrap();
+    assert_eq!(cuda.training.device, "cuda:1");
+    assert_eq!(cuda.hash(), auto.hash());
+    // ... but the dtype is.
+    std::fs::write(&p, "lora:\n  dropout: 0\ntraining:\n  dtype: bf16\n").unwrap();
+    assert_ne!(TrainConfig::from_file(&p).unwrap().hash(), auto.hash());
 }

@@ -2,6 +2,8 @@
 
 pub mod ab;
 pub mod bake;
+pub mod bench;
+pub mod bench_kernels;
 pub mod dashboard;
 pub mod data;
 pub mod eval;
@@ -28,8 +30,9 @@ use so8t_model::Model;
 /// Where and in which precision a model runs.
 #[derive(clap::Args, Clone, Debug)]
 pub struct RuntimeArgs {
-    /// Device: `cpu` or `cuda` / `cuda:N` (needs a build with `--features cuda`).
-    #[arg(long, default_value = "cpu")]
+    /// Device: auto (CUDA when this build has it and a GPU is present, else CPU), cpu, cuda,
+    /// cuda:N.
+    #[arg(long, default_value = "auto")]
     pub device: String,
     /// Compute dtype: auto (f32 on CPU, bf16 on CUDA), f32, f16, bf16.
     #[arg(long, default_value = "auto")]
@@ -39,20 +42,7 @@ pub struct RuntimeArgs {
 impl RuntimeArgs {
     /// The candle device.
     pub fn device(&self) -> Result<Device> {
-        match self.device.as_str() {
-            "cpu" => Ok(Device::Cpu),
-            d if d.starts_with("cuda") => {
-                let n: usize = d
-                    .strip_prefix("cuda")
-                    .and_then(|r| r.strip_prefix(':'))
-                    .unwrap_or("0")
-                    .parse()
-                    .with_context(|| format!("bad device {d:?}, expected cuda or cuda:N"))?;
-                Device::new_cuda(n)
-                    .with_context(|| format!("opening {d} (is this a `--features cuda` build?)"))
-            }
-            other => bail!("unknown device {other:?}, expected cpu, cuda or cuda:N"),
-        }
+        Ok(so8t_model::device::open(&self.device)?)
     }
 
     /// The compute dtype on `device`.

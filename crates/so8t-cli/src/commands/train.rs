@@ -29,6 +29,9 @@ pub struct TrainArgs {
     /// Continue the unfinished run of this config from its newest valid checkpoint.
     #[arg(long)]
     pub auto_resume: bool,
+    /// Override training.device: auto, cpu, cuda, cuda:N.
+    #[arg(long)]
+    pub device: Option<String>,
 }
 
 #[derive(clap::Subcommand)]
@@ -54,8 +57,11 @@ pub fn run_cmd(a: TrainArgs) -> Result<()> {
     let mut cfg = TrainConfig::from_file(&config)?;
     if let Some(n) = a.max_steps {
         cfg.training.max_steps = n;
-        cfg.validate()?;
     }
+    if let Some(d) = &a.device {
+        cfg.training.device = d.clone();
+    }
+    cfg.validate()?;
     let run_dir = a.run_dir.unwrap_or_else(|| {
         let stem = config
             .file_stem()
@@ -76,7 +82,7 @@ pub fn run_cmd(a: TrainArgs) -> Result<()> {
     // Power-on resume: `so8t service resume` continues this run after a reboot.
     let resume_entry = a
         .auto_resume
-        .then(|| register_for_resume(&config, &run_dir, a.max_steps));
+        .then(|| register_for_resume(&config, &run_dir, a.max_steps, a.device.as_deref()));
     let interrupt = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, interrupt.clone())?;
@@ -140,6 +146,7 @@ fn register_for_resume(
     config: &std::path::Path,
     run_dir: &std::path::Path,
     max_steps: Option<u64>,
+    device: Option<&str>,
 ) -> Option<PathBuf> {
     let abs = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     let (config, dir) = (abs(config), abs(run_dir));
@@ -153,6 +160,9 @@ fn register_for_resume(
     ];
     if let Some(n) = max_steps {
         args.extend(["--max-steps".into(), n.to_string()]);
+    }
+    if let Some(d) = device {
+        args.extend(["--device".into(), d.to_string()]);
     }
     let entry = so8t_pipeline::registry::Entry {
         kind: "train".into(),

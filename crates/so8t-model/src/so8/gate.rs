@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor, D};
+use rayon::prelude::*;
 
 use super::expm::{self, GEN};
 use crate::error::{Error, Result};
@@ -126,16 +127,19 @@ fn host_values(t: &Tensor) -> Result<Vec<f64>> {
 }
 
 impl RotationOp {
+    /// The blocks are independent: computed on all cores (same values as one by one).
     fn forward_f64(&self, g: &[f64]) -> Vec<f64> {
-        let mut out = Vec::with_capacity(g.len() / GEN * 64);
-        for row in g.chunks(GEN) {
-            let a = expm::skew_from_generator(row);
-            out.extend(match self.0 {
-                RotationMethod::Exp => expm::expm(&a, 8),
-                RotationMethod::Cayley => expm::cayley(&a, 8),
-            });
-        }
-        out
+        let blocks: Vec<Vec<f64>> = g
+            .par_chunks(GEN)
+            .map(|row| {
+                let a = expm::skew_from_generator(row);
+                match self.0 {
+                    RotationMethod::Exp => expm::expm(&a, 8),
+                    RotationMethod::Cayley => expm::cayley(&a, 8),
+                }
+            })
+            .collect();
+        blocks.concat()
     }
 }
 
@@ -186,15 +190,19 @@ impl CustomOp1 for RotationOp {
         let to_c = |e: Error| candle_core::Error::Msg(e.to_string());
         let g = host_values(arg).map_err(to_c)?;
         let dr = host_values(grad_res).map_err(to_c)?;
-        let mut out = Vec::with_capacity(g.len());
-        for (row, gr) in g.chunks(GEN).zip(dr.chunks(64)) {
-            let a = expm::skew_from_generator(row);
-            let da = match self.0 {
-                RotationMethod::Exp => expm::expm_frechet(&expm::transpose(&a, 8), gr, 8),
-                RotationMethod::Cayley => expm::cayley_grad(&a, gr, 8),
-            };
-            out.extend(expm::generator_grad(&da));
-        }
+        let out: Vec<f64> = g
+            .par_chunks(GEN)
+            .zip(dr.par_chunks(64))
+            .map(|(row, gr)| {
+                let a = expm::skew_from_generator(row);
+                let da = match self.0 {
+                    RotationMethod::Exp => expm::expm_frechet(&expm::transpose(&a, 8), gr, 8),
+                    RotationMethod::Cayley => expm::cayley_grad(&a, gr, 8),
+                };
+                expm::generator_grad(&da)
+            })
+            .collect::<Vec<_>>()
+            .concat();
         let t = Tensor::from_vec(out, arg.shape(), &Device::Cpu)?
             .to_dtype(arg.dtype())?
             .to_device(arg.device())?;

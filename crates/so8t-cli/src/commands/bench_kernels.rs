@@ -1,0 +1,213 @@
+//! `so8t bench kernels`: each fused training op (RMSNorm, masked softmax, SwiGLU, rotary
+//! embedding) against the composed candle graph it replaces, on the device: the largest
+//! difference of the outputs and of the input gradients (through a random upstream gradient),
+//! and the time of forward + backward of each.
+
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use candle_core::{DType, Tensor, Var, D};
+use so8t_model::fused;
+
+/// `bench kernels`.
+#[derive(clap::Args)]
+pub struct KernelBenchArgs {
+    /// Device: auto, cpu, cuda, cuda:N (the fused ops run on CUDA only).
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// f32 or bf16.
+    #[arg(long, default_value = "bf16")]
+    pub dtype: String,
+    /// Batch × sequence of the shapes (Phi-3.5-mini: hidden 3072, 32 heads of 96, ffn 8192).
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    /// Sequence length.
+    #[arg(long, default_value_t = 1024)]
+    pub seq: usize,
+    /// Timed repetitions.
+    #[arg(long, default_value_t = 20)]
+    pub reps: usize,
+}
+
+/// A tensor function under test.
+type OpFn = Box<dyn Fn(&Tensor) -> candle_core::Result<Tensor>>;
+
+/// One op: its composed and fused forms on the same input.
+struct Case {
+    name: &'static str,
+    input: Tensor,
+    composed: OpFn,
+    fused: OpFn,
+}
+
+/// Runs `bench kernels`.
+pub fn run(a: KernelBenchArgs) -> Result<()> {
+    let dev = so8t_model::device::open(&a.device)?;
+    let dt = match a.dtype.as_str() {
+        "f32" => DType::F32,
+        "bf16" => DType::BF16,
+        o => bail!("--dtype {o:?}: expected f32 or bf16"),
+    };
+    let probe = Tensor::zeros(1, dt, &dev)?;
+    if !fused::applies(&probe) {
+        bail!(
+            "the fused kernels do not run on {} in {dt:?} (they need a CUDA build and a GPU; \
+             SO8T_FUSED=0 turns them off)",
+            so8t_model::device::name_of(&dev)
+        );
+    }
+    let (b, t, h, nh, hd, ffn) = (a.batch, a.seq, 3072, 32, 96, 8192);
+    let n = b * t;
+    let rnd = |shape: &[usize], scale: f64| -> Result<Tensor> {
+        Ok((Tensor::randn(0f32, 1f32, shape, &dev)? * scale)?.to_dtype(dt)?)
+    };
+    let w = (rnd(&[h], 0.1)?.to_dtype(DType::F32)? + 1.0)?.to_dtype(dt)?;
+    let eps = 1e-5f32;
+    let mut m = vec![0f32; t * t];
+    for i in 0..t {
+        for j in i + 1..t {
+            m[i * t + j] = f32::MIN;
+        }
+    }
+    let mask = Tensor::from_vec(m, (1, 1, t, t), &dev)?;
+    let half = hd / 2;
+    let pos = Tensor::arange(0u32, t as u32, &dev)?.to_dtype(DType::F32)?;
+    let inv = Tensor::from_vec(
+        (0..half)
+            .map(|i| 1.0 / 10000f32.powf(2.0 * i as f32 / hd as f32))
+            .collect::<Vec<_>>(),
+        (1, half),
+        &dev,
+    )?;
+    let ang = pos.unsqueeze(1)?.broadcast_mul(&inv)?;
+    let (cos, sin) = (ang.cos()?, ang.sin()?);
+    let cases = vec![
+        Case {
+            name: "rms-norm [4096, 3072]",
+            input: rnd(&[n, h], 1.0)?,
+            composed: {
+                let w = w.clone();
+                Box::new(move |x| {
+                    let xf = x.to_dtype(DType::F32)?;
+                    let r = (xf.sqr()?.mean_keepdim(D::Minus1)? + f64::from(eps))?.sqrt()?;
+                    xf.broadcast_div(&r)?.to_dtype(x.dtype())?.broadcast_mul(&w)
+                })
+            },
+            fused: {
+                let w = w.clone();
+                Box::new(move |x| {
+                    fused::rms_norm(x, &w, eps)
+                        .map_err(candle_core::Error::wrap)?
+                        .ok_or_else(|| candle_core::Error::Msg("not applied".into()))
+                })
+            },
+        },
+        Case {
+            name: "softmax + causal mask [4, 32, 1024, 1024]",
+            input: rnd(&[b, nh, t, t], 3.0)?,
+            composed: {
+                let mask = mask.clone();
+                Box::new(move |x| {
+                    let a = x.to_dtype(DType::F32)?.broadcast_add(&mask)?;
+                    candle_nn::ops::softmax(&a, D::Minus1)?.to_dtype(x.dtype())
+                })
+            },
+            fused: {
+                let mask = mask.clone();
+                Box::new(move |x| {
+                    fused::softmax(x, Some(&mask))
+                        .map_err(candle_core::Error::wrap)?
+                        .ok_or_else(|| candle_core::Error::Msg("not applied".into()))
+                })
+            },
+        },
+        Case {
+            name: "swiglu [4096, 2·8192]",
+            input: rnd(&[n, 2 * ffn], 1.0)?,
+            composed: Box::new(move |gu| {
+                let g = gu.narrow(D::Minus1, 0, ffn)?;
+                let u = gu.narrow(D::Minus1, ffn, ffn)?;
+                g.silu()? * u
+            }),
+            fused: Box::new(|gu| {
+                fused::swiglu(gu)
+                    .map_err(candle_core::Error::wrap)?
+                    .ok_or_else(|| candle_core::Error::Msg("not applied".into()))
+            }),
+        },
+        Case {
+            name: "rope [4, 32, 1024, 96]",
+            input: rnd(&[b, nh, t, hd], 1.0)?,
+            composed: {
+                let (c, s) = (
+                    Tensor::cat(&[&cos, &cos], D::Minus1)?.to_dtype(dt)?,
+                    Tensor::cat(&[&sin, &sin], D::Minus1)?.to_dtype(dt)?,
+                );
+                Box::new(move |x| {
+                    let x1 = x.narrow(D::Minus1, 0, half)?;
+                    let x2 = x.narrow(D::Minus1, half, half)?;
+                    let rot = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+                    x.broadcast_mul(&c)? + rot.broadcast_mul(&s)?
+                })
+            },
+            fused: {
+                let (c, s) = (cos.clone(), sin.clone());
+                Box::new(move |x| {
+                    fused::rope(x, &c, &s)
+                        .map_err(candle_core::Error::wrap)?
+                        .ok_or_else(|| candle_core::Error::Msg("not applied".into()))
+                })
+            },
+        },
+    ];
+    println!(
+        "fused ops vs the composed graph on {} in {dt:?} (batch {b} × seq {t}), {} reps",
+        so8t_model::device::name_of(&dev),
+        a.reps
+    );
+    println!("| op | max |Δ| out / max |out| | max |Δ| grad / max |grad| | composed fwd+bwd | fused fwd+bwd | speed-up |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    for c in &cases {
+        let x = Var::from_tensor(&c.input)?;
+        let up = rnd((c.composed)(&c.input)?.dims(), 1.0)?;
+        let run = |f: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>| -> Result<(Tensor, Tensor)> {
+            let y = f(x.as_tensor())?;
+            let loss = (y.to_dtype(DType::F32)? * up.to_dtype(DType::F32)?)?.sum_all()?;
+            let g = loss.backward()?;
+            let gx = g
+                .get(x.as_tensor())
+                .cloned()
+                .ok_or_else(|| anyhow::anyhow!("no gradient"))?;
+            Ok((y, gx))
+        };
+        let (y0, g0) = run(&*c.composed)?;
+        let (y1, g1) = run(&*c.fused)?;
+        let rel = |a: &Tensor, b: &Tensor| -> Result<f64> {
+            let a = a.to_dtype(DType::F32)?;
+            let d = (&a - b.to_dtype(DType::F32)?)?
+                .abs()?
+                .max_all()?
+                .to_scalar::<f32>()?;
+            let m = a.abs()?.max_all()?.to_scalar::<f32>()?.max(1e-30);
+            Ok(f64::from(d / m))
+        };
+        let (ey, eg) = (rel(&y0, &y1)?, rel(&g0, &g1)?);
+        let time = |f: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>| -> Result<f64> {
+            run(f)?;
+            dev.synchronize()?;
+            let s = Instant::now();
+            for _ in 0..a.reps {
+                run(f)?;
+            }
+            dev.synchronize()?;
+            Ok(s.elapsed().as_secs_f64() * 1e3 / a.reps as f64)
+        };
+        let (tc, tf) = (time(&*c.composed)?, time(&*c.fused)?);
+        println!(
+            "| {} | {ey:.1e} | {eg:.1e} | {tc:.2} ms | {tf:.2} ms | {:.1}× |",
+            c.name,
+            tc / tf
+        );
+    }
+    Ok(())
+}

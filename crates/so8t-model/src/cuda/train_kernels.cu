@@ -1,0 +1,191 @@
+// Fused training kernels of so8t (forward and backward), compiled to PTX by build.rs when the
+// `cuda` feature is on and loaded by src/cuda_ops.rs. Each element-wise chain that the composed
+// candle graph runs as several kernels (and keeps several intermediates of for the backward pass)
+// is one kernel here; sums are accumulated in f32 whatever the storage type.
+//
+// Storage types: float (suffix _f32) and __nv_bfloat16 (suffix _bf16). Rows are contiguous.
+#include <cuda_bf16.h>
+#include <stdint.h>
+
+__device__ __forceinline__ float to_f(float x) { return x; }
+__device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
+template <typename T> __device__ __forceinline__ T from_f(float x);
+template <> __device__ __forceinline__ float from_f<float>(float x) { return x; }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) {
+  return __float2bfloat16(x);
+}
+
+// Sum of `v` over the block (blockDim.x a multiple of 32, at most 1024); every thread gets it.
+__device__ __forceinline__ float block_sum(float v) {
+  __shared__ float warp_sums[32];
+  __syncthreads();  // warp_sums may still be read by a previous call
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) warp_sums[warp] = v;
+  __syncthreads();
+  const int warps = blockDim.x >> 5;
+  v = lane < warps ? warp_sums[lane] : 0.f;
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float block_max(float v) {
+  __shared__ float warp_max[32];
+  __syncthreads();
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, o));
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) warp_max[warp] = v;
+  __syncthreads();
+  const int warps = blockDim.x >> 5;
+  v = lane < warps ? warp_max[lane] : -INFINITY;
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, o));
+  return v;
+}
+
+// ---- RMSNorm: y = w · x / sqrt(mean(x²) + eps), one block per row -------------------------
+template <typename T>
+__device__ void rmsnorm_fwd(const T* x, const T* w, T* y, int cols, float eps) {
+  const T* xr = x + (size_t)blockIdx.x * cols;
+  T* yr = y + (size_t)blockIdx.x * cols;
+  float ss = 0.f;
+  for (int i = threadIdx.x; i < cols; i += blockDim.x) {
+    float v = to_f(xr[i]);
+    ss += v * v;
+  }
+  const float r = rsqrtf(block_sum(ss) / cols + eps);
+  for (int i = threadIdx.x; i < cols; i += blockDim.x) yr[i] = from_f<T>(to_f(xr[i]) * r * to_f(w[i]));
+}
+
+// dx = r · (g − n · mean(g · n)) with g = dy · w, n = x · r (w is frozen: no dw).
+template <typename T>
+__device__ void rmsnorm_bwd(const T* dy, const T* x, const T* w, T* dx, int cols, float eps) {
+  const size_t off = (size_t)blockIdx.x * cols;
+  float ss = 0.f;
+  for (int i = threadIdx.x; i < cols; i += blockDim.x) {
+    float v = to_f(x[off + i]);
+    ss += v * v;
+  }
+  const float r = rsqrtf(block_sum(ss) / cols + eps);
+  float gn = 0.f;
+  for (int i = threadIdx.x; i < cols; i += blockDim.x)
+    gn += to_f(dy[off + i]) * to_f(w[i]) * to_f(x[off + i]) * r;
+  const float mean_gn = block_sum(gn) / cols;
+  for (int i = threadIdx.x; i < cols; i += blockDim.x) {
+    const float g = to_f(dy[off + i]) * to_f(w[i]);
+    const float n = to_f(x[off + i]) * r;
+    dx[off + i] = from_f<T>(r * (g - n * mean_gn));
+  }
+}
+
+// ---- masked softmax over the last dim (attention probabilities) ---------------------------
+// x: scores [rows, cols]; mask: additive f32 [mask_rows, cols] or null; row r of x uses mask row
+// (r / (heads·t)) % mask_batch · t + r % t, i.e. the mask [B|1, 1, t, cols] broadcast over heads.
+template <typename T>
+__device__ void softmax_fwd(const T* x, const float* mask, T* y, int cols, int heads, int t,
+                            int mask_batch) {
+  const size_t r = blockIdx.x;
+  const T* xr = x + r * cols;
+  T* yr = y + r * cols;
+  const float* mr = nullptr;
+  if (mask) {
+    const size_t b = (r / ((size_t)heads * t)) % mask_batch;
+    mr = mask + (b * t + r % t) * cols;
+  }
+  float mx = -INFINITY;
+  for (int i = threadIdx.x; i < cols; i += blockDim.x) {
+    float v = to_f(xr[i]) + (mr ? mr[i] : 0.f);
+    mx = fmaxf(mx, v);
+  }
+  mx = block_max(mx);
+  float s = 0.f;
+  for (int i = threadIdx.x; i < cols; i += blockDim.x) s += __expf(to_f(xr[i]) + (mr ? mr[i] : 0.f) - mx);
+  const float inv = 1.f / block_sum(s);
+  for (int i = threadIdx.x; i < cols; i += blockDim.x)
+    yr[i] = from_f<T>(__expf(to_f(xr[i]) + (mr ? mr[i] : 0.f) - mx) * inv);
+}
+
+// dx = y · (dy − Σ dy·y)
+template <typename T>
+__device__ void softmax_bwd(const T* dy, const T* y, T* dx, int cols) {
+  const size_t off = (size_t)blockIdx.x * cols;
+  float s = 0.f;
+  for (int i = threadIdx.x; i < cols; i += blockDim.x) s += to_f(dy[off + i]) * to_f(y[off + i]);
+  s = block_sum(s);
+  for (int i = threadIdx.x; i < cols; i += blockDim.x)
+    dx[off + i] = from_f<T>(to_f(y[off + i]) * (to_f(dy[off + i]) - s));
+}
+
+// ---- SwiGLU of the fused gate_up output: h = silu(g) · u, gu = [g | u] per row ----------
+template <typename T>
+__device__ void swiglu_fwd(const T* gu, T* h, size_t n, int inter) {
+  for (size_t k = blockIdx.x * (size_t)blockDim.x + threadIdx.x; k < n; k += (size_t)gridDim.x * blockDim.x) {
+    const size_t row = k / inter, i = k % inter;
+    const float g = to_f(gu[row * 2 * inter + i]), u = to_f(gu[row * 2 * inter + inter + i]);
+    h[k] = from_f<T>(g / (1.f + __expf(-g)) * u);
+  }
+}
+
+// dgu = [dh · u · σ(g)(1 + g(1 − σ(g))) | dh · silu(g)]
+template <typename T>
+__device__ void swiglu_bwd(const T* dh, const T* gu, T* dgu, size_t n, int inter) {
+  for (size_t k = blockIdx.x * (size_t)blockDim.x + threadIdx.x; k < n; k += (size_t)gridDim.x * blockDim.x) {
+    const size_t row = k / inter, i = k % inter;
+    const float g = to_f(gu[row * 2 * inter + i]), u = to_f(gu[row * 2 * inter + inter + i]);
+    const float sg = 1.f / (1.f + __expf(-g)), d = to_f(dh[k]);
+    dgu[row * 2 * inter + i] = from_f<T>(d * u * sg * (1.f + g * (1.f - sg)));
+    dgu[row * 2 * inter + inter + i] = from_f<T>(d * g * sg);
+  }
+}
+
+// ---- rotary embedding (rotate-half), x [b, heads, t, d], cos/sin f32 [cos_b, t, half] -------
+// rot = 2·half ≤ d leading dims rotate, the rest passes; sign −1 rotates back (the backward).
+template <typename T>
+__device__ void rope(const T* x, const float* cos, const float* sin, T* y, size_t n, int heads,
+                     int t, int d, int half, int cos_b, float sign) {
+  for (size_t k = blockIdx.x * (size_t)blockDim.x + threadIdx.x; k < n; k += (size_t)gridDim.x * blockDim.x) {
+    const int j = k % d;
+    const size_t rowi = k / d;  // (b·heads + h)·t + pos
+    const int pos = rowi % t;
+    const size_t b = rowi / ((size_t)heads * t);
+    if (j >= 2 * half) {
+      y[k] = x[k];
+      continue;
+    }
+    const int i = j < half ? j : j - half;
+    const size_t ci = ((cos_b > 1 ? b : 0) * t + pos) * half + i;
+    const float c = cos[ci], s = sign * sin[ci];
+    const size_t base = k - j;
+    const float x1 = to_f(x[base + i]), x2 = to_f(x[base + i + half]);
+    y[k] = from_f<T>(j < half ? x1 * c - x2 * s : x2 * c + x1 * s);
+  }
+}
+
+#define INSTANTIATE(T, S)                                                                         \
+  extern "C" __global__ void rmsnorm_fwd_##S(const T* x, const T* w, T* y, int cols, float eps) { \
+    rmsnorm_fwd<T>(x, w, y, cols, eps);                                                           \
+  }                                                                                               \
+  extern "C" __global__ void rmsnorm_bwd_##S(const T* dy, const T* x, const T* w, T* dx, int cols, \
+                                             float eps) {                                         \
+    rmsnorm_bwd<T>(dy, x, w, dx, cols, eps);                                                      \
+  }                                                                                               \
+  extern "C" __global__ void softmax_fwd_##S(const T* x, const float* mask, T* y, int cols,       \
+                                             int heads, int t, int mask_batch) {                  \
+    softmax_fwd<T>(x, mask, y, cols, heads, t, mask_batch);                                       \
+  }                                                                                               \
+  extern "C" __global__ void softmax_bwd_##S(const T* dy, const T* y, T* dx, int cols) {          \
+    softmax_bwd<T>(dy, y, dx, cols);                                                              \
+  }                                                                                               \
+  extern "C" __global__ void swiglu_fwd_##S(const T* gu, T* h, size_t n, int inter) {             \
+    swiglu_fwd<T>(gu, h, n, inter);                                                               \
+  }                                                                                               \
+  extern "C" __global__ void swiglu_bwd_##S(const T* dh, const T* gu, T* dgu, size_t n, int inter) { \
+    swiglu_bwd<T>(dh, gu, dgu, n, inter);                                                         \
+  }                                                                                               \
+  extern "C" __global__ void rope_##S(const T* x, const float* cos, const float* sin, T* y,       \
+                                      size_t n, int heads, int t, int d, int half, int cos_b,     \
+                                      float sign) {                                               \
+    rope<T>(x, cos, sin, y, n, heads, t, d, half, cos_b, sign);                                   \
+  }
+
+INSTANTIATE(float, f32)
+INSTANTIATE(__nv_bfloat16, bf16)

@@ -1,0 +1,630 @@
+//! Fused CUDA training ops (forward + backward): RMSNorm, masked softmax, SwiGLU and rotary
+//! embedding, each one kernel per direction instead of the composed graph's chain of element-wise
+//! kernels and intermediates. The kernels are `cuda/train_kernels.cu`, compiled to PTX by
+//! `build.rs` in a `--features cuda` build. Every function here returns `None` where it does not
+//! apply (not on CUDA, a dtype other than f32/bf16, no CUDA in this build, or `SO8T_FUSED=0`), and
+//! the caller then runs the composed version, which is also what the fused ops are checked
+//! against (`so8t bench kernels`).
+
+use candle_core::{DType, Tensor};
+
+use crate::error::Result;
+
+/// True when the fused kernels may run on `x`: a CUDA tensor of f32 or bf16 in a CUDA build,
+/// unless `SO8T_FUSED=0`.
+pub fn applies(x: &Tensor) -> bool {
+    cfg!(feature = "cuda")
+        && x.device().is_cuda()
+        && matches!(x.dtype(), DType::F32 | DType::BF16)
+        && enabled()
+}
+
+/// `SO8T_FUSED=0` turns the fused kernels off (to compare with the composed graph).
+pub fn enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("SO8T_FUSED").map_or(true, |v| v != "0"))
+}
+
+/// `w · x / sqrt(mean(x²) + eps)` over the last dim for a frozen `w`; gradient for `x` only.
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> Result<Option<Tensor>> {
+    if !applies(x) || w.track_op() || w.dtype() != x.dtype() {
+        return Ok(None);
+    }
+    imp::rms_norm(x, w, eps).map(Some)
+}
+
+/// Softmax over the last dim of attention scores `x` [b, heads, t, s] after adding the
+/// additive f32 `mask` [b|1, 1, t, s].
+pub fn softmax(x: &Tensor, mask: Option<&Tensor>) -> Result<Option<Tensor>> {
+    if !applies(x) || x.rank() != 4 {
+        return Ok(None);
+    }
+    imp::softmax(x, mask).map(Some)
+}
+
+/// `silu(g) · u` of a fused gate_up output `gu` [.., 2·inter] → [.., inter].
+pub fn swiglu(gu: &Tensor) -> Result<Option<Tensor>> {
+    if !applies(gu) || gu.dim(candle_core::D::Minus1)? % 2 != 0 {
+        return Ok(None);
+    }
+    imp::swiglu(gu).map(Some)
+}
+
+/// Rotate-half rotary embedding of `x` [b, heads, t, d] by `cos`/`sin` ([t, half] or
+/// [b, t, half]); the first 2·half dims rotate, the rest pass through.
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Option<Tensor>> {
+    if !applies(x) || x.rank() != 4 {
+        return Ok(None);
+    }
+    imp::rope(x, cos, sin).map(Some)
+}
+
+#[cfg(not(feature = "cuda"))]
+mod imp {
+    use super::*;
+    use crate::error::Error;
+
+    fn off() -> Error {
+        Error::Device("fused CUDA ops in a build without CUDA".into())
+    }
+    pub fn rms_norm(_: &Tensor, _: &Tensor, _: f32) -> Result<Tensor> {
+        Err(off())
+    }
+    pub fn softmax(_: &Tensor, _: Option<&Tensor>) -> Result<Tensor> {
+        Err(off())
+    }
+    pub fn swiglu(_: &Tensor) -> Result<Tensor> {
+        Err(off())
+    }
+    pub fn rope(_: &Tensor, _: &Tensor, _: &Tensor) -> Result<Tensor> {
+        Err(off())
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod imp {
+    use candle_core::backend::BackendStorage;
+    use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
+    use candle_core::cuda_backend::{CudaDType, WrapErr};
+    use candle_core::{
+        CpuStorage, CudaStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Storage,
+        Tensor, WithDType,
+    };
+    use half::bf16;
+
+    use crate::error::Result;
+
+    const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/train_kernels.ptx"));
+    const MODULE: &str = "so8t_train_kernels";
+
+    type R<T> = candle_core::Result<T>;
+
+    /// The name of kernel `{name}` for `dt`: `{name}_{f32|bf16}`.
+    fn kname(name: &str, dt: DType) -> R<String> {
+        let suffix = match dt {
+            DType::F32 => "f32",
+            DType::BF16 => "bf16",
+            other => candle_core::bail!("{name}: fused kernel for f32/bf16 only, got {other:?}"),
+        };
+        Ok(format!("{name}_{suffix}"))
+    }
+
+    fn cpu_refused<T>(name: &str) -> R<T> {
+        candle_core::bail!("{name}: a CUDA-only fused op was given CPU tensors")
+    }
+
+    /// The contiguous element range of a layout.
+    fn range(l: &Layout, name: &str) -> R<(usize, usize)> {
+        l.contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg(format!("{name}: input must be contiguous")))
+    }
+
+    /// Threads per row for the row kernels: a multiple of 32, at most 1024.
+    fn row_block(cols: usize) -> u32 {
+        (cols.div_ceil(32) * 32).clamp(32, 1024) as u32
+    }
+
+    fn rows_cfg(rows: usize, cols: usize) -> LaunchConfig {
+        LaunchConfig {
+            grid_dim: (rows as u32, 1, 1),
+            block_dim: (row_block(cols), 1, 1),
+            shared_mem_bytes: 0,
+        }
+    }
+
+    fn elems_cfg(n: usize) -> LaunchConfig {
+        LaunchConfig {
+            grid_dim: (n.div_ceil(256).min(65_535 * 8) as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        }
+    }
+
+    /// Runs `$f::<T>` with T the Rust type of `$dt` (f32 or bf16).
+    macro_rules! dispatch {
+        ($dt:expr, $f:ident ( $($a:expr),* )) => {
+            match $dt {
+                DType::F32 => $f::<f32>($($a),*),
+                DType::BF16 => $f::<bf16>($($a),*),
+                other => candle_core::bail!("fused kernels: f32/bf16 only, got {other:?}"),
+            }
+        };
+    }
+
+    // ---- RMSNorm ---------------------------------------------------------------------------
+    struct RmsNormOp {
+        eps: f32,
+    }
+
+    fn rms_fwd<T: CudaDType + DeviceRepr + WithDType>(
+        x: &CudaStorage,
+        xl: &Layout,
+        w: &CudaStorage,
+        wl: &Layout,
+        eps: f32,
+    ) -> R<(CudaStorage, Shape)> {
+        let dev = x.device();
+        let cols = xl.shape().dims().last().copied().unwrap_or(1);
+        let rows = xl.shape().elem_count() / cols.max(1);
+        let (xr, wr) = (range(xl, "rms-norm")?, range(wl, "rms-norm")?);
+        let xs = x.as_cuda_slice::<T>()?.slice(xr.0..xr.1);
+        let ws = w.as_cuda_slice::<T>()?.slice(wr.0..wr.1);
+        let y = unsafe { dev.alloc::<T>(rows * cols)? };
+        let f = dev.get_or_load_custom_func(&kname("rmsnorm_fwd", T::DTYPE)?, MODULE, PTX)?;
+        let mut b = f.builder();
+        b.arg(&xs);
+        b.arg(&ws);
+        b.arg(&y);
+        let c = cols as i32;
+        b.arg(&c);
+        b.arg(&eps);
+        unsafe { b.launch(rows_cfg(rows, cols)) }.w()?;
+        Ok((
+            CudaStorage::wrap_cuda_slice(y, dev.clone()),
+            xl.shape().clone(),
+        ))
+    }
+
+    impl CustomOp2 for RmsNormOp {
+        fn name(&self) -> &'static str {
+            "fused-rms-norm"
+        }
+        fn cpu_fwd(
+            &self,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+        ) -> R<(CpuStorage, Shape)> {
+            cpu_refused(self.name())
+        }
+        fn cuda_fwd(
+            &self,
+            x: &CudaStorage,
+            xl: &Layout,
+            w: &CudaStorage,
+            wl: &Layout,
+        ) -> R<(CudaStorage, Shape)> {
+            dispatch!(x.dtype(), rms_fwd(x, xl, w, wl, self.eps))
+        }
+        fn bwd(
+            &self,
+            x: &Tensor,
+            w: &Tensor,
+            _y: &Tensor,
+            dy: &Tensor,
+        ) -> R<(Option<Tensor>, Option<Tensor>)> {
+            let dx = dy
+                .contiguous()?
+                .apply_op3_no_bwd(x, w, &RmsNormBwd { eps: self.eps })?;
+            Ok((Some(dx), None))
+        }
+    }
+
+    struct RmsNormBwd {
+        eps: f32,
+    }
+
+    fn rms_bwd<T: CudaDType + DeviceRepr + WithDType>(
+        dy: &CudaStorage,
+        dyl: &Layout,
+        x: &CudaStorage,
+        xl: &Layout,
+        w: &CudaStorage,
+        wl: &Layout,
+        eps: f32,
+    ) -> R<(CudaStorage, Shape)> {
+        let dev = x.device();
+        let cols = xl.shape().dims().last().copied().unwrap_or(1);
+        let rows = xl.shape().elem_count() / cols.max(1);
+        let (dr, xr, wr) = (
+            range(dyl, "rms-norm-bwd")?,
+            range(xl, "rms-norm-bwd")?,
+            range(wl, "rms-norm-bwd")?,
+        );
+        let dys = dy.as_cuda_slice::<T>()?.slice(dr.0..dr.1);
+        let xs = x.as_cuda_slice::<T>()?.slice(xr.0..xr.1);
+        let ws = w.as_cuda_slice::<T>()?.slice(wr.0..wr.1);
+        let dx = unsafe { dev.alloc::<T>(rows * cols)? };
+        let f = dev.get_or_load_custom_func(&kname("rmsnorm_bwd", T::DTYPE)?, MODULE, PTX)?;
+        let mut b = f.builder();
+        b.arg(&dys);
+        b.arg(&xs);
+        b.arg(&ws);
+        b.arg(&dx);
+        let c = cols as i32;
+        b.arg(&c);
+        b.arg(&eps);
+        unsafe { b.launch(rows_cfg(rows, cols)) }.w()?;
+        Ok((
+            CudaStorage::wrap_cuda_slice(dx, dev.clone()),
+            xl.shape().clone(),
+        ))
+    }
+
+    impl CustomOp3 for RmsNormBwd {
+        fn name(&self) -> &'static str {
+            "fused-rms-norm-bwd"
+        }
+        fn cpu_fwd(
+            &self,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+        ) -> R<(CpuStorage, Shape)> {
+            cpu_refused(self.name())
+        }
+        fn cuda_fwd(
+            &self,
+            dy: &CudaStorage,
+            dyl: &Layout,
+            x: &CudaStorage,
+            xl: &Layout,
+            w: &CudaStorage,
+            wl: &Layout,
+        ) -> R<(CudaStorage, Shape)> {
+            dispatch!(x.dtype(), rms_bwd(dy, dyl, x, xl, w, wl, self.eps))
+        }
+    }
+
+    pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
+        Ok(x.contiguous()?
+            .apply_op2(&w.contiguous()?, RmsNormOp { eps })?)
+    }
+
+    // ---- masked softmax ---------------------------------------------------------------------
+    /// Scores [b, heads, t, s]; the mask (if any) is held by the op, f32 [mb, 1, t, s].
+    struct SoftmaxOp {
+        mask: Option<Tensor>,
+    }
+
+    fn sm_fwd<T: CudaDType + DeviceRepr + WithDType>(
+        x: &CudaStorage,
+        xl: &Layout,
+        mask: Option<&Tensor>,
+    ) -> R<(CudaStorage, Shape)> {
+        let dev = x.device();
+        let (_, heads, t, s) = xl.shape().dims4()?;
+        let rows = xl.shape().elem_count() / s;
+        let xr = range(xl, "softmax")?;
+        let xs = x.as_cuda_slice::<T>()?.slice(xr.0..xr.1);
+        let y = unsafe { dev.alloc::<T>(rows * s)? };
+        let f = dev.get_or_load_custom_func(&kname("softmax_fwd", T::DTYPE)?, MODULE, PTX)?;
+        let (c, h, tt) = (s as i32, heads as i32, t as i32);
+        let launch =
+            |mptr: Option<&candle_core::cuda_backend::cudarc::driver::CudaView<'_, f32>>,
+             mb: i32|
+             -> R<()> {
+                let mut b = f.builder();
+                b.arg(&xs);
+                let null: u64 = 0;
+                match mptr {
+                    Some(m) => b.arg(m),
+                    None => b.arg(&null),
+                };
+                b.arg(&y);
+                b.arg(&c);
+                b.arg(&h);
+                b.arg(&tt);
+                b.arg(&mb);
+                unsafe { b.launch(rows_cfg(rows, s)) }.w()?;
+                Ok(())
+            };
+        match mask {
+            Some(m) => {
+                let (mb, _, mt, ms) = m.dims4()?;
+                if mt != t || ms != s {
+                    candle_core::bail!(
+                        "softmax: mask is {:?}, scores {:?}",
+                        m.dims(),
+                        xl.shape().dims()
+                    )
+                }
+                let (st, ml) = m.storage_and_layout();
+                let Storage::Cuda(ms_) = &*st else {
+                    candle_core::bail!("softmax: mask not on CUDA")
+                };
+                let mr = range(ml, "softmax mask")?;
+                let mv = ms_.as_cuda_slice::<f32>()?.slice(mr.0..mr.1);
+                launch(Some(&mv), mb as i32)?;
+            }
+            None => launch(None, 1)?,
+        }
+        Ok((
+            CudaStorage::wrap_cuda_slice(y, dev.clone()),
+            xl.shape().clone(),
+        ))
+    }
+
+    impl CustomOp1 for SoftmaxOp {
+        fn name(&self) -> &'static str {
+            "fused-softmax"
+        }
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> R<(CpuStorage, Shape)> {
+            cpu_refused(self.name())
+        }
+        fn cuda_fwd(&self, x: &CudaStorage, xl: &Layout) -> R<(CudaStorage, Shape)> {
+            dispatch!(x.dtype(), sm_fwd(x, xl, self.mask.as_ref()))
+        }
+        fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> R<Option<Tensor>> {
+            Ok(Some(dy.contiguous()?.apply_op2_no_bwd(y, &SoftmaxBwd)?))
+        }
+    }
+
+    struct SoftmaxBwd;
+
+    fn sm_bwd<T: CudaDType + DeviceRepr + WithDType>(
+        dy: &CudaStorage,
+        dyl: &Layout,
+        y: &CudaStorage,
+        yl: &Layout,
+    ) -> R<(CudaStorage, Shape)> {
+        let dev = y.device();
+        let s = yl.shape().dims().last().copied().unwrap_or(1);
+        let rows = yl.shape().elem_count() / s.max(1);
+        let (dr, yr) = (range(dyl, "softmax-bwd")?, range(yl, "softmax-bwd")?);
+        let dys = dy.as_cuda_slice::<T>()?.slice(dr.0..dr.1);
+        let ys = y.as_cuda_slice::<T>()?.slice(yr.0..yr.1);
+        let dx = unsafe { dev.alloc::<T>(rows * s)? };
+        let f = dev.get_or_load_custom_func(&kname("softmax_bwd", T::DTYPE)?, MODULE, PTX)?;
+        let mut b = f.builder();
+        b.arg(&dys);
+        b.arg(&ys);
+        b.arg(&dx);
+        let c = s as i32;
+        b.arg(&c);
+        unsafe { b.launch(rows_cfg(rows, s)) }.w()?;
+        Ok((
+            CudaStorage::wrap_cuda_slice(dx, dev.clone()),
+            yl.shape().clone(),
+        ))
+    }
+
+    impl CustomOp2 for SoftmaxBwd {
+        fn name(&self) -> &'static str {
+            "fused-softmax-bwd"
+        }
+        fn cpu_fwd(
+            &self,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+        ) -> R<(CpuStorage, Shape)> {
+            cpu_refused(self.name())
+        }
+        fn cuda_fwd(
+            &self,
+            dy: &CudaStorage,
+            dyl: &Layout,
+            y: &CudaStorage,
+            yl: &Layout,
+        ) -> R<(CudaStorage, Shape)> {
+            dispatch!(y.dtype(), sm_bwd(dy, dyl, y, yl))
+        }
+    }
+
+    pub fn softmax(x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let mask = match mask {
+            Some(m) => Some(m.to_dtype(DType::F32)?.contiguous()?),
+            None => None,
+        };
+        Ok(x.contiguous()?.apply_op1(SoftmaxOp { mask })?)
+    }
+
+    // ---- SwiGLU -----------------------------------------------------------------------------
+    struct SwigluOp;
+
+    fn sw_fwd<T: CudaDType + DeviceRepr + WithDType>(
+        gu: &CudaStorage,
+        l: &Layout,
+    ) -> R<(CudaStorage, Shape)> {
+        let dev = gu.device();
+        let mut dims = l.shape().dims().to_vec();
+        let two = dims.pop().unwrap_or(0);
+        let inter = two / 2;
+        let n = l.shape().elem_count() / 2;
+        let r = range(l, "swiglu")?;
+        let s = gu.as_cuda_slice::<T>()?.slice(r.0..r.1);
+        let h = unsafe { dev.alloc::<T>(n)? };
+        let f = dev.get_or_load_custom_func(&kname("swiglu_fwd", T::DTYPE)?, MODULE, PTX)?;
+        let mut b = f.builder();
+        b.arg(&s);
+        b.arg(&h);
+        let (nn, ii) = (n, inter as i32);
+        b.arg(&nn);
+        b.arg(&ii);
+        unsafe { b.launch(elems_cfg(n)) }.w()?;
+        dims.push(inter);
+        Ok((
+            CudaStorage::wrap_cuda_slice(h, dev.clone()),
+            Shape::from(dims),
+        ))
+    }
+
+    impl CustomOp1 for SwigluOp {
+        fn name(&self) -> &'static str {
+            "fused-swiglu"
+        }
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> R<(CpuStorage, Shape)> {
+            cpu_refused(self.name())
+        }
+        fn cuda_fwd(&self, gu: &CudaStorage, l: &Layout) -> R<(CudaStorage, Shape)> {
+            dispatch!(gu.dtype(), sw_fwd(gu, l))
+        }
+        fn bwd(&self, gu: &Tensor, _h: &Tensor, dh: &Tensor) -> R<Option<Tensor>> {
+            Ok(Some(dh.contiguous()?.apply_op2_no_bwd(gu, &SwigluBwd)?))
+        }
+    }
+
+    struct SwigluBwd;
+
+    fn sw_bwd<T: CudaDType + DeviceRepr + WithDType>(
+        dh: &CudaStorage,
+        dhl: &Layout,
+        gu: &CudaStorage,
+        gl: &Layout,
+    ) -> R<(CudaStorage, Shape)> {
+        let dev = gu.device();
+        let inter = gl.shape().dims().last().copied().unwrap_or(0) / 2;
+        let n = gl.shape().elem_count() / 2;
+        let (dr, gr) = (range(dhl, "swiglu-bwd")?, range(gl, "swiglu-bwd")?);
+        let dhs = dh.as_cuda_slice::<T>()?.slice(dr.0..dr.1);
+        let gus = gu.as_cuda_slice::<T>()?.slice(gr.0..gr.1);
+        let dgu = unsafe { dev.alloc::<T>(2 * n)? };
+        let f = dev.get_or_load_custom_func(&kname("swiglu_bwd", T::DTYPE)?, MODULE, PTX)?;
+        let mut b = f.builder();
+        b.arg(&dhs);
+        b.arg(&gus);
+        b.arg(&dgu);
+        let (nn, ii) = (n, inter as i32);
+        b.arg(&nn);
+        b.arg(&ii);
+        unsafe { b.launch(elems_cfg(n)) }.w()?;
+        Ok((
+            CudaStorage::wrap_cuda_slice(dgu, dev.clone()),
+            gl.shape().clone(),
+        ))
+    }
+
+    impl CustomOp2 for SwigluBwd {
+        fn name(&self) -> &'static str {
+            "fused-swiglu-bwd"
+        }
+        fn cpu_fwd(
+            &self,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+        ) -> R<(CpuStorage, Shape)> {
+            cpu_refused(self.name())
+        }
+        fn cuda_fwd(
+            &self,
+            dh: &CudaStorage,
+            dhl: &Layout,
+            gu: &CudaStorage,
+            gl: &Layout,
+        ) -> R<(CudaStorage, Shape)> {
+            dispatch!(gu.dtype(), sw_bwd(dh, dhl, gu, gl))
+        }
+    }
+
+    pub fn swiglu(gu: &Tensor) -> Result<Tensor> {
+        Ok(gu.contiguous()?.apply_op1(SwigluOp)?)
+    }
+
+    // ---- rotary embedding ---------------------------------------------------------------------
+    /// cos/sin as contiguous f32 [cos_b, t, half]; `sign` −1 rotates back.
+    struct RopeOp {
+        cos: Tensor,
+        sin: Tensor,
+        sign: f32,
+    }
+
+    fn rope_fwd<T: CudaDType + DeviceRepr + WithDType>(
+        x: &CudaStorage,
+        xl: &Layout,
+        op: &RopeOp,
+    ) -> R<(CudaStorage, Shape)> {
+        let dev = x.device();
+        let (_, heads, t, d) = xl.shape().dims4()?;
+        let (cb, ct, half) = op.cos.dims3()?;
+        if ct != t || 2 * half > d {
+            candle_core::bail!(
+                "rope: cos is {:?}, x {:?}",
+                op.cos.dims(),
+                xl.shape().dims()
+            )
+        }
+        let n = xl.shape().elem_count();
+        let xr = range(xl, "rope")?;
+        let xs = x.as_cuda_slice::<T>()?.slice(xr.0..xr.1);
+        let (cs, cl) = op.cos.storage_and_layout();
+        let (ss, sl) = op.sin.storage_and_layout();
+        let (Storage::Cuda(cs), Storage::Cuda(ss)) = (&*cs, &*ss) else {
+            candle_core::bail!("rope: cos/sin not on CUDA")
+        };
+        let (cr, sr) = (range(cl, "rope cos")?, range(sl, "rope sin")?);
+        let cv = cs.as_cuda_slice::<f32>()?.slice(cr.0..cr.1);
+        let sv = ss.as_cuda_slice::<f32>()?.slice(sr.0..sr.1);
+        let y = unsafe { dev.alloc::<T>(n)? };
+        let f = dev.get_or_load_custom_func(&kname("rope", T::DTYPE)?, MODULE, PTX)?;
+        let mut b = f.builder();
+        b.arg(&xs);
+        b.arg(&cv);
+        b.arg(&sv);
+        b.arg(&y);
+        let (nn, h, tt, dd, hf, cbb) =
+            (n, heads as i32, t as i32, d as i32, half as i32, cb as i32);
+        b.arg(&nn);
+        b.arg(&h);
+        b.arg(&tt);
+        b.arg(&dd);
+        b.arg(&hf);
+        b.arg(&cbb);
+        b.arg(&op.sign);
+        unsafe { b.launch(elems_cfg(n)) }.w()?;
+        Ok((
+            CudaStorage::wrap_cuda_slice(y, dev.clone()),
+            xl.shape().clone(),
+        ))
+    }
+
+    impl CustomOp1 for RopeOp {
+        fn name(&self) -> &'static str {
+            "fused-rope"
+        }
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> R<(CpuStorage, Shape)> {
+            cpu_refused(self.name())
+        }
+        fn cuda_fwd(&self, x: &CudaStorage, xl: &Layout) -> R<(CudaStorage, Shape)> {
+            dispatch!(x.dtype(), rope_fwd(x, xl, self))
+        }
+        fn bwd(&self, _x: &Tensor, _y: &Tensor, dy: &Tensor) -> R<Option<Tensor>> {
+            let back = RopeOp {
+                cos: self.cos.clone(),
+                sin: self.sin.clone(),
+                sign: -self.sign,
+            };
+            Ok(Some(dy.contiguous()?.apply_op1_no_bwd(&back)?))
+        }
+    }
+
+    pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        let f = |c: &Tensor| -> Result<Tensor> {
+            let c = c.to_dtype(DType::F32)?;
+            let c = if c.rank() == 2 { c.unsqueeze(0)? } else { c };
+            Ok(c.contiguous()?)
+        };
+        Ok(x.contiguous()?.apply_op1(RopeOp {
+            cos: f(cos)?,
+            sin: f(sin)?,
+            sign: 1.0,
+        })?)
+    }
+}
