@@ -84,7 +84,9 @@ mod imp {
 #[cfg(feature = "cuda")]
 mod imp {
     use candle_core::backend::BackendStorage;
-    use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
+    use candle_core::cuda_backend::cudarc::driver::{
+        CudaView, DeviceRepr, LaunchConfig, PushKernelArg,
+    };
     use candle_core::cuda_backend::{CudaDType, WrapErr};
     use candle_core::{
         CpuStorage, CudaStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Storage,
@@ -113,10 +115,12 @@ mod imp {
         candle_core::bail!("{name}: a CUDA-only fused op was given CPU tensors")
     }
 
-    /// The contiguous element range of a layout.
-    fn range(l: &Layout, name: &str) -> R<(usize, usize)> {
-        l.contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::Msg(format!("{name}: input must be contiguous")))
+    /// The elements of a contiguous input as a kernel argument.
+    fn view<'a, T: CudaDType>(s: &'a CudaStorage, l: &Layout, name: &str) -> R<CudaView<'a, T>> {
+        let (a, b) = l
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg(format!("{name}: input must be contiguous")))?;
+        Ok(s.as_cuda_slice::<T>()?.slice(a..b))
     }
 
     /// Threads per row for the row kernels: a multiple of 32, at most 1024.
@@ -166,9 +170,8 @@ mod imp {
         let dev = x.device();
         let cols = xl.shape().dims().last().copied().unwrap_or(1);
         let rows = xl.shape().elem_count() / cols.max(1);
-        let (xr, wr) = (range(xl, "rms-norm")?, range(wl, "rms-norm")?);
-        let xs = x.as_cuda_slice::<T>()?.slice(xr.0..xr.1);
-        let ws = w.as_cuda_slice::<T>()?.slice(wr.0..wr.1);
+        let xs = view::<T>(x, xl, "rms-norm")?;
+        let ws = view::<T>(w, wl, "rms-norm")?;
         let y = unsafe { dev.alloc::<T>(rows * cols)? };
         let f = dev.get_or_load_custom_func(&kname("rmsnorm_fwd", T::DTYPE)?, MODULE, PTX)?;
         let mut b = f.builder();
@@ -237,14 +240,9 @@ mod imp {
         let dev = x.device();
         let cols = xl.shape().dims().last().copied().unwrap_or(1);
         let rows = xl.shape().elem_count() / cols.max(1);
-        let (dr, xr, wr) = (
-            range(dyl, "rms-norm-bwd")?,
-            range(xl, "rms-norm-bwd")?,
-            range(wl, "rms-norm-bwd")?,
-        );
-        let dys = dy.as_cuda_slice::<T>()?.slice(dr.0..dr.1);
-        let xs = x.as_cuda_slice::<T>()?.slice(xr.0..xr.1);
-        let ws = w.as_cuda_slice::<T>()?.slice(wr.0..wr.1);
+        let dys = view::<T>(dy, dyl, "rms-norm-bwd")?;
+        let xs = view::<T>(x, xl, "rms-norm-bwd")?;
+        let ws = view::<T>(w, wl, "rms-norm-bwd")?;
         let dx = unsafe { dev.alloc::<T>(rows * cols)? };
         let f = dev.get_or_load_custom_func(&kname("rmsnorm_bwd", T::DTYPE)?, MODULE, PTX)?;
         let mut b = f.builder();
@@ -309,8 +307,7 @@ mod imp {
         let dev = x.device();
         let (_, heads, t, s) = xl.shape().dims4()?;
         let rows = xl.shape().elem_count() / s;
-        let xr = range(xl, "softmax")?;
-        let xs = x.as_cuda_slice::<T>()?.slice(xr.0..xr.1);
+        let xs = view::<T>(x, xl, "softmax")?;
         let y = unsafe { dev.alloc::<T>(rows * s)? };
         let f = dev.get_or_load_custom_func(&kname("softmax_fwd", T::DTYPE)?, MODULE, PTX)?;
         let (c, h, tt) = (s as i32, heads as i32, t as i32);
@@ -347,8 +344,7 @@ mod imp {
                 let Storage::Cuda(ms_) = &*st else {
                     candle_core::bail!("softmax: mask not on CUDA")
                 };
-                let mr = range(ml, "softmax mask")?;
-                let mv = ms_.as_cuda_slice::<f32>()?.slice(mr.0..mr.1);
+                let mv = view::<f32>(ms_, ml, "softmax mask")?;
                 launch(Some(&mv), mb as i32)?;
             }
             None => launch(None, 1)?,
@@ -385,9 +381,8 @@ mod imp {
         let dev = y.device();
         let s = yl.shape().dims().last().copied().unwrap_or(1);
         let rows = yl.shape().elem_count() / s.max(1);
-        let (dr, yr) = (range(dyl, "softmax-bwd")?, range(yl, "softmax-bwd")?);
-        let dys = dy.as_cuda_slice::<T>()?.slice(dr.0..dr.1);
-        let ys = y.as_cuda_slice::<T>()?.slice(yr.0..yr.1);
+        let dys = view::<T>(dy, dyl, "softmax-bwd")?;
+        let ys = view::<T>(y, yl, "softmax-bwd")?;
         let dx = unsafe { dev.alloc::<T>(rows * s)? };
         let f = dev.get_or_load_custom_func(&kname("softmax_bwd", T::DTYPE)?, MODULE, PTX)?;
         let mut b = f.builder();
@@ -447,8 +442,7 @@ mod imp {
         let two = dims.pop().unwrap_or(0);
         let inter = two / 2;
         let n = l.shape().elem_count() / 2;
-        let r = range(l, "swiglu")?;
-        let s = gu.as_cuda_slice::<T>()?.slice(r.0..r.1);
+        let s = view::<T>(gu, l, "swiglu")?;
         let h = unsafe { dev.alloc::<T>(n)? };
         let f = dev.get_or_load_custom_func(&kname("swiglu_fwd", T::DTYPE)?, MODULE, PTX)?;
         let mut b = f.builder();
@@ -491,9 +485,8 @@ mod imp {
         let dev = gu.device();
         let inter = gl.shape().dims().last().copied().unwrap_or(0) / 2;
         let n = gl.shape().elem_count() / 2;
-        let (dr, gr) = (range(dhl, "swiglu-bwd")?, range(gl, "swiglu-bwd")?);
-        let dhs = dh.as_cuda_slice::<T>()?.slice(dr.0..dr.1);
-        let gus = gu.as_cuda_slice::<T>()?.slice(gr.0..gr.1);
+        let dhs = view::<T>(dh, dhl, "swiglu-bwd")?;
+        let gus = view::<T>(gu, gl, "swiglu-bwd")?;
         let dgu = unsafe { dev.alloc::<T>(2 * n)? };
         let f = dev.get_or_load_custom_func(&kname("swiglu_bwd", T::DTYPE)?, MODULE, PTX)?;
         let mut b = f.builder();
@@ -562,16 +555,14 @@ mod imp {
             )
         }
         let n = xl.shape().elem_count();
-        let xr = range(xl, "rope")?;
-        let xs = x.as_cuda_slice::<T>()?.slice(xr.0..xr.1);
+        let xs = view::<T>(x, xl, "rope")?;
         let (cs, cl) = op.cos.storage_and_layout();
         let (ss, sl) = op.sin.storage_and_layout();
         let (Storage::Cuda(cs), Storage::Cuda(ss)) = (&*cs, &*ss) else {
             candle_core::bail!("rope: cos/sin not on CUDA")
         };
-        let (cr, sr) = (range(cl, "rope cos")?, range(sl, "rope sin")?);
-        let cv = cs.as_cuda_slice::<f32>()?.slice(cr.0..cr.1);
-        let sv = ss.as_cuda_slice::<f32>()?.slice(sr.0..sr.1);
+        let cv = view::<f32>(cs, cl, "rope cos")?;
+        let sv = view::<f32>(ss, sl, "rope sin")?;
         let y = unsafe { dev.alloc::<T>(n)? };
         let f = dev.get_or_load_custom_func(&kname("rope", T::DTYPE)?, MODULE, PTX)?;
         let mut b = f.builder();

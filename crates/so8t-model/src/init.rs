@@ -352,8 +352,6 @@ fn tensor_shapes(cfg: &Config) -> Vec<(String, Vec<usize>)> {
     out
 }
 
-/// Writes N(0, 0.02²) weights (ones for norms), each tensor from its own seeded stream so the
-/// result does not depend on write order.
 /// Elements from which a tensor's values are drawn in parallel chunks (each chunk its own
 /// seeded stream); smaller tensors, every tiny and small preset's, keep one stream.
 const PARALLEL_FROM: usize = 1 << 22;
@@ -380,6 +378,8 @@ fn normal_values(n: usize, seed: u64, normal: Normal<f32>) -> Vec<f32> {
     v
 }
 
+/// Writes N(0, 0.02²) weights (ones for norms), each tensor from its own seeded stream so the
+/// result does not depend on write order.
 fn write_weights(cfg: &Config, seed: u64, dtype: DType, path: &Path) -> Result<()> {
     let normal = Normal::new(0.0f32, 0.02).map_err(|e| Error::Generation(e.to_string()))?;
     let pending = tensor_shapes(cfg)

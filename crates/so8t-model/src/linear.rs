@@ -223,14 +223,15 @@ pub(crate) fn frozen_matmul(x2: &Tensor, w: &Tensor) -> Result<Tensor> {
     Ok(x2.apply_op2(w, FrozenMatMul)?)
 }
 
-/// `x Wᵀ` on CPU storages (x [n, in], W [out, in]): the forward pass of both custom ops.
-fn matmul_wt(
+/// `x Wᵀ` on storages of one backend (x [n, in], W [out, in]): the forward pass of both custom
+/// ops, on the CPU and on CUDA.
+fn matmul_wt<S: BackendStorage>(
     op: &str,
-    xs: &CpuStorage,
+    xs: &S,
     xl: &Layout,
-    ws: &CpuStorage,
+    ws: &S,
     wl: &Layout,
-) -> candle_core::Result<(CpuStorage, Shape)> {
+) -> candle_core::Result<(S, Shape)> {
     let (n, k) = xl.shape().dims2()?;
     let (m, kw) = wl.shape().dims2()?;
     if k != kw {
@@ -266,14 +267,7 @@ impl CustomOp2 for FrozenMatMul {
         ws: &candle_core::CudaStorage,
         wl: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        use candle_core::backend::BackendStorage;
-        let (n, k) = xl.shape().dims2()?;
-        let (m, kw) = wl.shape().dims2()?;
-        if k != kw {
-            candle_core::bail!("frozen-matmul: x is [{n}, {k}] but W is [{m}, {kw}]")
-        }
-        let out = xs.matmul(ws, (1, n, m, k), xl, &wl.transpose(0, 1)?)?;
-        Ok((out, Shape::from((n, m))))
+        matmul_wt(self.name(), xs, xl, ws, wl)
     }
 
     fn bwd(

@@ -40,6 +40,12 @@ struct Case {
     fused: OpFn,
 }
 
+/// A fused op's result, or an error where it did not apply.
+fn applied(r: so8t_model::Result<Option<Tensor>>) -> candle_core::Result<Tensor> {
+    r.map_err(candle_core::Error::wrap)?
+        .ok_or_else(|| candle_core::Error::Msg("the fused op did not apply".into()))
+}
+
 /// Runs `bench kernels`.
 pub fn run(a: KernelBenchArgs) -> Result<()> {
     let dev = so8t_model::device::open(&a.device)?;
@@ -95,11 +101,7 @@ pub fn run(a: KernelBenchArgs) -> Result<()> {
             },
             fused: {
                 let w = w.clone();
-                Box::new(move |x| {
-                    fused::rms_norm(x, &w, eps)
-                        .map_err(candle_core::Error::wrap)?
-                        .ok_or_else(|| candle_core::Error::Msg("not applied".into()))
-                })
+                Box::new(move |x| applied(fused::rms_norm(x, &w, eps)))
             },
         },
         Case {
@@ -114,11 +116,7 @@ pub fn run(a: KernelBenchArgs) -> Result<()> {
             },
             fused: {
                 let mask = mask.clone();
-                Box::new(move |x| {
-                    fused::softmax(x, Some(&mask))
-                        .map_err(candle_core::Error::wrap)?
-                        .ok_or_else(|| candle_core::Error::Msg("not applied".into()))
-                })
+                Box::new(move |x| applied(fused::softmax(x, Some(&mask))))
             },
         },
         Case {
@@ -129,11 +127,7 @@ pub fn run(a: KernelBenchArgs) -> Result<()> {
                 let u = gu.narrow(D::Minus1, ffn, ffn)?;
                 g.silu()? * u
             }),
-            fused: Box::new(|gu| {
-                fused::swiglu(gu)
-                    .map_err(candle_core::Error::wrap)?
-                    .ok_or_else(|| candle_core::Error::Msg("not applied".into()))
-            }),
+            fused: Box::new(|gu| applied(fused::swiglu(gu))),
         },
         Case {
             name: "rope [4, 32, 1024, 96]",
@@ -152,11 +146,7 @@ pub fn run(a: KernelBenchArgs) -> Result<()> {
             },
             fused: {
                 let (c, s) = (cos.clone(), sin.clone());
-                Box::new(move |x| {
-                    fused::rope(x, &c, &s)
-                        .map_err(candle_core::Error::wrap)?
-                        .ok_or_else(|| candle_core::Error::Msg("not applied".into()))
-                })
+                Box::new(move |x| applied(fused::rope(x, &c, &s)))
             },
         },
     ];
