@@ -37,6 +37,8 @@ enum Command {
     Pull(commands::pull::PullArgs),
     /// Fine-tune with SO(8) gates, LoRA, PET and alpha annealing in a crash-safe run folder.
     Train(commands::train::TrainArgs),
+    /// Reinforcement learning (PPO or GRPO) with alpha-gate annealing on the four-class task.
+    Rl(commands::rl::RlArgs),
     /// Export a model folder: GGUF files (F16 / Q8_0 / Q4_K_M) with Ollama Modelfiles.
     #[command(subcommand)]
     Export(commands::gguf::ExportCmd),
@@ -125,6 +127,7 @@ fn main() -> ExitCode {
         Command::Pull(a) => commands::pull::run(a),
         Command::Quickstart(a) => commands::quickstart::run(a),
         Command::Train(a) => commands::train::run_cmd(a),
+        Command::Rl(a) => commands::rl::run_cmd(a),
         Command::Export(c) => commands::gguf::run_export(c),
         Command::Gguf(c) => commands::gguf::run(c),
         Command::Serve(a) => commands::serve::serve(a, cli.threads),

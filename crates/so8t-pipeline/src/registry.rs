@@ -211,7 +211,8 @@ fn rank(kind: &str) -> u8 {
     match kind {
         "pipeline" => 0,
         "train" => 1,
-        _ => 2,
+        "rl" => 2,
+        _ => 3,
     }
 }
 

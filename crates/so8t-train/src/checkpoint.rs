@@ -85,6 +85,9 @@ pub struct TrainState {
     pub kind: CheckpointKind,
     /// Wall-clock time of the save, milliseconds since the Unix epoch.
     pub created_unix_ms: u64,
+    /// Loop state of other trainers (RL: the KL coefficient, the reward history).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<serde_json::Value>,
 }
 
 /// The contents of `state.json`.

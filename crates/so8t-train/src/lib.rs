@@ -26,6 +26,7 @@ pub mod pet;
 pub mod prepare;
 pub mod preset;
 mod recompute;
+pub mod rl;
 pub mod run;
 pub mod runlog;
 pub mod schedule;

@@ -37,7 +37,7 @@ checkpoint: { every_minutes: 10, keep_rolling: 3 }
 ];
 
 /// Lays `over` onto `under`: mappings merge key by key, anything else replaces.
-fn merge(under: Value, over: Value) -> Value {
+pub(crate) fn merge(under: Value, over: Value) -> Value {
     match (under, over) {
         (Value::Mapping(mut a), Value::Mapping(b)) => {
             for (k, v) in b {

@@ -41,7 +41,7 @@ pub struct RunOptions {
 }
 
 /// The row order of an epoch (seeded, the same on every run).
-fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<u32> {
+pub(crate) fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<u32> {
     let mut order: Vec<u32> = (0..n as u32).collect();
     so8t_data::shuffle::shuffle(&mut order, seed ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     order
@@ -128,6 +128,7 @@ pub fn run(mut opts: RunOptions) -> Result<Session> {
         config_hash: hash.clone(),
         kind: CheckpointKind::Rolling,
         created_unix_ms: 0,
+        extra: None,
     };
     let mut resumed = false;
     if let Some(loaded) = checkpoint::latest_valid(&dir)? {
@@ -161,6 +162,12 @@ pub fn run(mut opts: RunOptions) -> Result<Session> {
         &mut log,
         total,
     );
+    finish_session(&mut log, ended, state.step)
+}
+
+/// Ends the session by how the loop `ended` (at `step`): completed, interrupted (stopped, or
+/// signalled: an error saying an emergency checkpoint was written) or failed.
+pub(crate) fn finish_session(log: &mut RunLog, ended: Result<Ended>, step: u64) -> Result<Session> {
     match ended {
         Ok(Ended::Completed) => {
             log.finish(Status::Completed, None)?;
@@ -171,10 +178,7 @@ pub fn run(mut opts: RunOptions) -> Result<Session> {
             Ok(log.session.clone())
         }
         Ok(Ended::Signalled) => {
-            let msg = format!(
-                "interrupted at step {}; an emergency checkpoint was written",
-                state.step
-            );
+            let msg = format!("interrupted at step {step}; an emergency checkpoint was written");
             log.finish(Status::Interrupted, Some(msg.clone()))?;
             Err(Error::invalid("run", msg))
         }
@@ -188,8 +192,8 @@ pub fn run(mut opts: RunOptions) -> Result<Session> {
     }
 }
 
-/// How [`train_loop`] ended.
-enum Ended {
+/// How a training loop ended.
+pub(crate) enum Ended {
     /// The last step of the run was taken (final checkpoint and `final/` written).
     Completed,
     /// `stop_after` was reached (rolling checkpoint written).
@@ -318,15 +322,87 @@ fn write_final(dir: &Path, trainer: &Trainer, cfg: &TrainConfig, session: &Sessi
             .map(|p| Path::new(".").join(p))
             .unwrap_or_else(|_| cfg.model.clone())
     };
+    write_bake_json(
+        &out,
+        &base,
+        alpha_end,
+        &cfg.so8t.parametrization,
+        trainer.gates.is_some(),
+        trainer.cfg.lora.is_some(),
+    )
+}
+
+/// Writes `final/bake.json`: what `so8t bake --run DIR` needs (the base model, α, the rotation
+/// map, and whether gates and an adapter are in `final/`).
+pub(crate) fn write_bake_json(
+    out: &Path,
+    base: &Path,
+    alpha: f64,
+    method: &str,
+    gates: bool,
+    adapter: bool,
+) -> Result<()> {
     let bake = serde_json::json!({
         "base_model": base.display().to_string(),
-        "alpha": alpha_end,
-        "method": cfg.so8t.parametrization,
-        "gates": trainer.gates.is_some().then_some("gates.safetensors"),
-        "adapter": trainer.cfg.lora.is_some().then_some("adapter"),
+        "alpha": alpha,
+        "method": method,
+        "gates": gates.then_some("gates.safetensors"),
+        "adapter": adapter.then_some("adapter"),
     });
     let text =
         serde_json::to_string_pretty(&bake).map_err(|e| Error::invalid("json", e.to_string()))?;
     so8t_model::io::write_string_atomic(&out.join("bake.json"), &(text + "\n"))?;
     Ok(())
+}
+
+/// What a finished run's `final/bake.json` says to bake.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinalBake {
+    /// The base model folder (relative paths resolved against the run folder).
+    pub base_model: PathBuf,
+    /// The gates file in `final/`, if the run trained gates.
+    pub gates: Option<PathBuf>,
+    /// α to bake with (the run's last).
+    pub alpha: f64,
+    /// `exp` or `cayley`.
+    pub method: String,
+    /// The PEFT adapter folder in `final/`, if any.
+    pub adapter: Option<PathBuf>,
+}
+
+/// Reads `run/final/bake.json` (written at the end of an SFT or RL run).
+pub fn final_bake(run: &Path) -> Result<FinalBake> {
+    let fin = run.join("final");
+    let p = fin.join("bake.json");
+    let bad = |m: String| Error::invalid("run", format!("{}: {m}", p.display()));
+    let text = std::fs::read_to_string(&p).map_err(|e| {
+        bad(format!(
+            "{e}: not a finished training run (resume it with --auto-resume)"
+        ))
+    })?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let field = |k: &str| v.get(k).filter(|x| !x.is_null());
+    let base = field("base_model")
+        .and_then(|x| x.as_str())
+        .ok_or_else(|| bad("no base_model".into()))?;
+    let base = Path::new(base);
+    Ok(FinalBake {
+        base_model: if base.is_relative() {
+            run.join(base)
+        } else {
+            base.to_path_buf()
+        },
+        gates: field("gates").and_then(|x| x.as_str()).map(|g| fin.join(g)),
+        alpha: field("alpha")
+            .and_then(|x| x.as_f64())
+            .ok_or_else(|| bad("no alpha".into()))?,
+        method: field("method")
+            .and_then(|x| x.as_str())
+            .unwrap_or("exp")
+            .to_string(),
+        adapter: field("adapter")
+            .and_then(|x| x.as_str())
+            .map(|d| fin.join(d)),
+    })
 }

@@ -26,6 +26,8 @@ pub struct RunLog {
     metrics: File,
     sampler: SystemSampler,
     detector: TransitionDetector,
+    /// RL runs: a second detector on the reward curve.
+    reward_detector: Option<TransitionDetector>,
 }
 
 fn io(path: &Path, e: std::io::Error) -> Error {
@@ -92,6 +94,13 @@ impl RunLog {
         for (i, &l) in state.loss_history.iter().enumerate() {
             detector.observe(i as u64 + 1, l);
         }
+        let reward_detector = (kind == "rl").then(|| {
+            let mut d = TransitionDetector::for_run(total_steps);
+            for (i, r) in reward_history(state).into_iter().enumerate() {
+                d.observe(i as u64 + 1, r);
+            }
+            d
+        });
         let mut log = Self {
             dir: dir.to_path_buf(),
             store,
@@ -100,6 +109,7 @@ impl RunLog {
             metrics,
             sampler: SystemSampler::new(Duration::from_secs(1)),
             detector,
+            reward_detector,
         };
         log.sync_checkpoints()?;
         let (kind, msg) = if resumed {
@@ -137,9 +147,20 @@ impl RunLog {
     }
 
     fn transition_event(&mut self, t: &Transition) -> Result<()> {
-        self.store.mark_transition(t.start, t.end)?;
+        self.curve_transition_event(t, "loss")
+    }
+
+    fn curve_transition_event(&mut self, t: &Transition, curve: &str) -> Result<()> {
+        if curve == "loss" {
+            self.store.mark_transition(t.start, t.end)?;
+        }
+        let kind = if curve == "loss" {
+            "phase_transition".to_string()
+        } else {
+            format!("{curve}_transition")
+        };
         let msg = format!(
-            "loss regime changed over steps {}–{} ({}, peak {:.1}σ)",
+            "{curve} regime changed over steps {}–{} ({}, peak {:.1}σ)",
             t.start,
             t.end,
             match t.direction {
@@ -149,7 +170,7 @@ impl RunLog {
             t.peak_z
         );
         let data = serde_json::to_value(t).ok();
-        self.event(Some(t.end), "phase_transition", &msg, data)
+        self.event(Some(t.end), &kind, &msg, data)
     }
 
     /// Records step `m` (taken in `elapsed`) and the loop state after it.
@@ -190,6 +211,70 @@ impl RunLog {
         self.store.record_step(&self.session, &row)?;
         if let Some(t) = &obs.closed {
             self.transition_event(t)?;
+        }
+        self.write_session_json()
+    }
+
+    /// Records RL step `m` (taken in `elapsed`) and the loop state after it: the loss columns
+    /// hold the update's loss (no CE, PET), every RL term goes to `extra`; the reward curve has
+    /// its own transition detector (events `reward_transition`).
+    pub fn rl_step(
+        &mut self,
+        m: &crate::rl::step::RlMetrics,
+        state: &TrainState,
+        elapsed: Duration,
+    ) -> Result<()> {
+        let obs = self.detector.observe(m.step, m.loss);
+        let reward_obs = self
+            .reward_detector
+            .as_mut()
+            .map(|d| d.observe(m.step, m.reward));
+        let tokens_per_s = m.tokens as f64 / m.rollout_secs.max(1e-9);
+        let system = self.sampler.sample();
+        let mut line =
+            serde_json::to_value(m).map_err(|e| Error::invalid("json", e.to_string()))?;
+        line["rollout_tokens_per_s"] = json!(tokens_per_s);
+        line["step_secs"] = json!(elapsed.as_secs_f64());
+        line["loss_smooth"] = json!(obs.smooth);
+        line["in_transition"] = json!(obs.in_transition);
+        line["reward_smooth"] = json!(reward_obs.as_ref().map(|o| o.smooth));
+        self.metrics
+            .write_all(format!("{line}\n").as_bytes())
+            .map_err(|e| io(&self.metrics_path, e))?;
+        self.session.step = state.step;
+        self.session.epoch = state.epoch;
+        self.session.best_loss = state.best_loss;
+        let mut extra = line.clone();
+        if let Some(o) = extra.as_object_mut() {
+            for k in ["step", "loss", "orth", "alpha", "lr", "grad_norm", "tokens"] {
+                o.remove(k);
+            }
+        }
+        let row = Metric {
+            step: m.step,
+            time_ms: now_ms(),
+            loss: m.loss,
+            ce: 0.0,
+            pet: 0.0,
+            orth: m.orth,
+            alpha: m.alpha,
+            pet_lambda: 0.0,
+            phase: "rl".into(),
+            lr: m.lr,
+            grad_norm: m.grad_norm,
+            tokens: m.tokens as u64,
+            tokens_per_s,
+            loss_smooth: Some(obs.smooth),
+            in_transition: obs.in_transition,
+            system,
+            extra: Some(extra),
+        };
+        self.store.record_step(&self.session, &row)?;
+        if let Some(t) = &obs.closed {
+            self.transition_event(t)?;
+        }
+        if let Some(t) = reward_obs.and_then(|o| o.closed) {
+            self.curve_transition_event(&t, "reward")?;
         }
         self.write_session_json()
     }
@@ -246,6 +331,9 @@ impl RunLog {
             if let Some(t) = self.detector.finish() {
                 self.transition_event(&t)?;
             }
+            if let Some(t) = self.reward_detector.as_mut().and_then(|d| d.finish()) {
+                self.curve_transition_event(&t, "reward")?;
+            }
         }
         self.session.status = status;
         self.session.ended_ms = Some(now_ms());
@@ -262,4 +350,15 @@ impl RunLog {
             .map_err(|e| io(&self.metrics_path, e))?;
         self.write_session_json()
     }
+}
+
+/// The reward history an RL checkpoint keeps in `extra.reward_history` (empty otherwise).
+pub fn reward_history(state: &TrainState) -> Vec<f64> {
+    state
+        .extra
+        .as_ref()
+        .and_then(|e| e.get("reward_history"))
+        .and_then(|h| h.as_array())
+        .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
+        .unwrap_or_default()
 }

@@ -48,6 +48,7 @@ fn state(step: u64, kind: CheckpointKind, losses: &[f64]) -> TrainState {
         config_hash: "abc123".into(),
         kind,
         created_unix_ms: 1_700_000_000_000 + step,
+        extra: None,
     }
 }
 

@@ -112,3 +112,46 @@ fn the_device_is_not_part_of_the_run_identity() {
     std::fs::write(&p, "lora:\n  dropout: 0\ntraining:\n  dtype: bf16\n").unwrap();
     assert_ne!(TrainConfig::from_file(&p).unwrap().hash(), auto.hash());
 }
+
+/// `rl.yaml`: the RL defaults hold inside blocks a file names in part; errors name the key.
+#[test]
+fn rl_config_defaults_and_errors() {
+    use so8t_train::rl::config::{Algorithm, RlConfig};
+    let base = std::path::Path::new("/cfg");
+    let c = RlConfig::from_yaml(
+        "model: m\nlora:\n  r: 4\nso8t:\n  layer_indices: '0'\noptimizer:\n  warmup_steps: 3\n",
+        base,
+        "rl.yaml",
+    )
+    .unwrap();
+    assert_eq!(c.model, base.join("m"));
+    assert_eq!((c.lora.r, c.lora.alpha, c.lora.dropout), (4, 16.0, 0.0));
+    assert_eq!(c.so8t.init_scale, 0.0);
+    assert_eq!(c.so8t.layer_indices, "0");
+    assert_eq!((c.optimizer.lr, c.optimizer.warmup_steps), (1e-5, 3));
+    assert_eq!(c.algorithm, Algorithm::Ppo);
+    assert_eq!(
+        c,
+        RlConfig::from_yaml(
+            "model: m\nlora: {r: 4}\nso8t: {layer_indices: '0'}\noptimizer: {warmup_steps: 3}\n",
+            base,
+            "x"
+        )
+        .unwrap()
+    );
+    let d = RlConfig::from_yaml("model: m\n", base, "rl.yaml").unwrap();
+    assert_eq!(d.lora, RlConfig::default().lora);
+    assert_eq!(d.so8t, RlConfig::default().so8t);
+    for (text, key) in [
+        ("model: m\nppo:\n  epochs: 0\n", "ppo.epochs"),
+        ("model: m\nalgorithm: grpo\n", "rollout.group_size"),
+        ("model: m\nrolout: {}\n", "rolout"),
+        ("{}\n", "model"),
+        ("model: m\nkl:\n  target: -1\n", "kl.beta"),
+    ] {
+        let e = RlConfig::from_yaml(text, base, "rl.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(key), "{text}: {e}");
+    }
+}

@@ -136,6 +136,7 @@ fn restore_continues_full_finetuning_bit_identically_and_final_model_holds_the_w
         config_hash: "x".into(),
         kind: CheckpointKind::Rolling,
         created_unix_ms: 0,
+        extra: None,
     };
     save(&run, &bt, &st, 5).unwrap();
     let mut c = trainer(&model_dir, full(4));

@@ -114,6 +114,7 @@ fn a_checkpoint_keeps_the_learned_alpha_and_recomputation_agrees() {
         config_hash: "h".into(),
         kind: CheckpointKind::Rolling,
         created_unix_ms: 0,
+        extra: None,
     };
     let ck = save(&run, &tr, &state, 2).unwrap();
     let mut back = trainer(&dir, config(0.6, 1.0));

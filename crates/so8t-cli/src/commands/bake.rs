@@ -47,44 +47,17 @@ const CHECK_PROMPTS: [&str; 3] = [
 
 /// Fills the model, gates, α, rotation map and adapter from `RUN/final/bake.json`.
 fn from_run(a: &mut BakeArgs, run: &Path) -> Result<()> {
-    let fin = run.join("final");
-    let p = fin.join("bake.json");
-    let text = std::fs::read_to_string(&p).with_context(|| {
-        format!(
-            "{}: not a finished training run (resume it with `so8t train --auto-resume`)",
-            p.display()
-        )
-    })?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", p.display()))?;
-    let field = |k: &str| v.get(k).filter(|x| !x.is_null());
-    let base = field("base_model")
-        .and_then(|x| x.as_str())
-        .with_context(|| format!("{}: no base_model", p.display()))?;
-    let base = Path::new(base);
-    a.model = Some(if base.is_relative() {
-        run.join(base)
-    } else {
-        base.to_path_buf()
-    });
-    let gates = field("gates").and_then(|x| x.as_str()).with_context(|| {
+    let plan = so8t_train::run::final_bake(run)?;
+    a.model = Some(plan.base_model);
+    a.gates = Some(plan.gates.with_context(|| {
         format!(
             "{}: the run trained no SO(8) gates: nothing to bake",
-            p.display()
+            run.join("final").join("bake.json").display()
         )
-    })?;
-    a.gates = Some(fin.join(gates));
-    if a.alpha.is_none() {
-        a.alpha = field("alpha").and_then(|x| x.as_f64());
-    }
-    if a.method.is_none() {
-        a.method = field("method").and_then(|x| x.as_str()).map(String::from);
-    }
-    if a.adapter.is_none() {
-        a.adapter = field("adapter")
-            .and_then(|x| x.as_str())
-            .map(|d| fin.join(d));
-    }
+    })?);
+    a.alpha = a.alpha.or(Some(plan.alpha));
+    a.method = a.method.take().or(Some(plan.method));
+    a.adapter = a.adapter.take().or(plan.adapter);
     Ok(())
 }
 

@@ -13,6 +13,7 @@ pub mod model;
 pub mod pipeline;
 pub mod pull;
 pub mod quickstart;
+pub mod rl;
 pub mod serve;
 pub mod service;
 pub mod store;

@@ -62,40 +62,16 @@ pub fn run_cmd(a: TrainArgs) -> Result<()> {
         cfg.training.device = d.clone();
     }
     cfg.validate()?;
-    let run_dir = a.run_dir.unwrap_or_else(|| {
-        let stem = config
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "run".into());
-        PathBuf::from("runs").join(format!("{stem}-{}", &cfg.hash()[..8]))
-    });
-    let has_checkpoints = run_dir.join("checkpoints").is_dir()
-        && std::fs::read_dir(run_dir.join("checkpoints"))?
-            .filter_map(|e| e.ok())
-            .any(|e| e.file_name().to_string_lossy().starts_with("step-"));
-    if has_checkpoints && !a.auto_resume {
-        bail!(
-            "{} already holds a run: pass --auto-resume to continue it, or choose another --run-dir",
-            run_dir.display()
-        );
-    }
+    let run_dir = a
+        .run_dir
+        .unwrap_or_else(|| default_run_dir(&config, &cfg.hash()));
+    refuse_existing_run(&run_dir, a.auto_resume)?;
     // Power-on resume: `so8t service resume` continues this run after a reboot.
     let resume_entry = a
         .auto_resume
-        .then(|| register_for_resume(&config, &run_dir, a.max_steps, a.device.as_deref()));
-    let interrupt = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, interrupt.clone())?;
-    }
-    let bar = indicatif::ProgressBar::new(0);
-    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("step {pos}/{len} [{bar:30}] {msg} ETA {eta}")?
-                .progress_chars("=> "),
-        );
-    } else {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
+        .then(|| register_for_resume("train", &config, &run_dir, a.max_steps, a.device.as_deref()));
+    let interrupt = interrupt_flag()?;
+    let bar = step_bar()?;
     let started = std::time::Instant::now();
     let mut tokens = 0usize;
     let bar2 = bar.clone();
@@ -140,9 +116,57 @@ pub fn run_cmd(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// Registers the run for power-on resume; returns its absolute folder, or `None` (with a
-/// warning) when the registry cannot be written.
-fn register_for_resume(
+/// Refuses a run folder that already holds checkpoints unless the run is being resumed.
+pub(crate) fn refuse_existing_run(run_dir: &std::path::Path, auto_resume: bool) -> Result<()> {
+    let has_checkpoints = run_dir.join("checkpoints").is_dir()
+        && std::fs::read_dir(run_dir.join("checkpoints"))?
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().starts_with("step-"));
+    if has_checkpoints && !auto_resume {
+        bail!(
+            "{} already holds a run: pass --auto-resume to continue it, or choose another --run-dir",
+            run_dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// A flag set by SIGINT and SIGTERM (the loop then writes an emergency checkpoint and stops).
+pub(crate) fn interrupt_flag() -> Result<Arc<AtomicBool>> {
+    let interrupt = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, interrupt.clone())?;
+    }
+    Ok(interrupt)
+}
+
+/// The step progress bar (hidden when stderr is not a terminal).
+pub(crate) fn step_bar() -> Result<indicatif::ProgressBar> {
+    let bar = indicatif::ProgressBar::new(0);
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("step {pos}/{len} [{bar:30}] {msg} ETA {eta}")?
+                .progress_chars("=> "),
+        );
+    } else {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    Ok(bar)
+}
+
+/// The default run folder of a config: `runs/<config name>-<first 8 of its hash>`.
+pub(crate) fn default_run_dir(config: &std::path::Path, hash: &str) -> PathBuf {
+    let stem = config
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "run".into());
+    PathBuf::from("runs").join(format!("{stem}-{}", &hash[..8]))
+}
+
+/// Registers the run (`so8t {command} … --auto-resume`) for power-on resume; returns its
+/// absolute folder, or `None` (with a warning) when the registry cannot be written.
+pub(crate) fn register_for_resume(
+    command: &str,
     config: &std::path::Path,
     run_dir: &std::path::Path,
     max_steps: Option<u64>,
@@ -151,7 +175,7 @@ fn register_for_resume(
     let abs = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     let (config, dir) = (abs(config), abs(run_dir));
     let mut args: Vec<String> = vec![
-        "train".into(),
+        command.into(),
         "--config".into(),
         config.to_string_lossy().into_owned(),
         "--run-dir".into(),
@@ -165,7 +189,7 @@ fn register_for_resume(
         args.extend(["--device".into(), d.to_string()]);
     }
     let entry = so8t_pipeline::registry::Entry {
-        kind: "train".into(),
+        kind: command.into(),
         dir: dir.clone(),
         args,
         registered_unix: std::time::SystemTime::now()
