@@ -112,6 +112,8 @@ fn the_example_config_runs_and_bakes() {
     }
     let status = ok(&["rl", "status", s(&run), "--json"]);
     assert!(status.contains("\"kind\": \"rl\""), "{status}");
+    let text = ok(&["rl", "status", s(&run)]);
+    assert!(text.contains("reward ") && text.contains("kl "), "{text}");
     // The RL result bakes like an SFT run.
     let baked = t.path().join("baked");
     ok(&["bake", "--run", s(&run), "--out", s(&baked)]);

@@ -89,10 +89,29 @@ pub fn status(run_dir: &Path, json_out: bool) -> Result<()> {
             .map_or(String::new(), |t| format!(" · last checkpoint {}", utc(t)))
     );
     if let Some(m) = &last {
-        println!(
-            "last step    loss {:.4} (ce {:.4}, pet {:.2e}, orth {:.2e}) · α {:.4} · λ {:.3} ({}) · lr {:.2e} · grad {:.3} · {:.0} tok/s",
-            m.loss, m.ce, m.pet, m.orth, m.alpha, m.pet_lambda, m.phase, m.lr, m.grad_norm, m.tokens_per_s
-        );
+        let x = |k: &str| {
+            m.extra
+                .as_ref()
+                .and_then(|e| e.get(k))
+                .and_then(|v| v.as_f64())
+        };
+        if let (Some(reward), Some(kl)) = (x("reward"), x("kl")) {
+            // An RL step: its terms are in `extra`.
+            println!(
+                "last step    reward {reward:.4} (accuracy {:.2}, format {:.3}, leak {:.3}, over-length {:.3}) · kl {kl:.4} (β {:.4}) · loss {:.4} · α {:.4} · lr {:.2e} · grad {:.3} · {:.0} rollout tok/s",
+                x("accuracy").unwrap_or(0.0),
+                x("reward_format").unwrap_or(0.0),
+                x("reward_leak").unwrap_or(0.0),
+                x("reward_overlength").unwrap_or(0.0),
+                x("beta").unwrap_or(0.0),
+                m.loss, m.alpha, m.lr, m.grad_norm, m.tokens_per_s
+            );
+        } else {
+            println!(
+                "last step    loss {:.4} (ce {:.4}, pet {:.2e}, orth {:.2e}) · α {:.4} · λ {:.3} ({}) · lr {:.2e} · grad {:.3} · {:.0} tok/s",
+                m.loss, m.ce, m.pet, m.orth, m.alpha, m.pet_lambda, m.phase, m.lr, m.grad_norm, m.tokens_per_s
+            );
+        }
         let sys = &m.system;
         let mut parts = Vec::new();
         if let Some(c) = sys.cpu_pct {
