@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{fails, ok, s};
+use common::{fails, ok, s, sigkill_cycles, steps_logged, wait_for_step};
 
 const CONFIG: &str = "model: builtin:tiny
 algorithm: ppo
@@ -53,12 +53,6 @@ fn metrics(run: &Path) -> Vec<String> {
             v.to_string()
         })
         .collect()
-}
-
-fn steps_logged(run: &Path) -> usize {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .map(|m| m.lines().count())
-        .unwrap_or(0)
 }
 
 fn assert_same_run(a: &Path, b: &Path, after: &str) {
@@ -171,43 +165,20 @@ fn sigkill_at_random_moments_then_resume_is_bit_identical() {
         "--stop-after",
         "1",
     ]);
-    let bin = assert_cmd::cargo::cargo_bin("so8t");
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    let mut kills = 0;
-    for _ in 0..40 {
-        let before = steps_logged(&b);
-        let mut child = std::process::Command::new(&bin)
-            .args([
-                "rl",
-                "--config",
-                s(&cfg),
-                "--run-dir",
-                s(&b),
-                "--auto-resume",
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let start = std::time::Instant::now();
-        while steps_logged(&b) <= before && child.try_wait().unwrap().is_none() {
-            assert!(start.elapsed().as_secs() < 120, "no progress");
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        std::thread::sleep(std::time::Duration::from_millis(rng % 300));
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
-        kills += 1;
-        if kills >= 8 {
-            break;
-        }
-    }
+    let kills = sigkill_cycles(
+        &[
+            "rl",
+            "--config",
+            s(&cfg),
+            "--run-dir",
+            s(&b),
+            "--auto-resume",
+        ],
+        &b,
+        0x9e37_79b9_7f4a_7c15,
+        300,
+        8,
+    );
     assert!(kills >= 5, "only {kills} kills landed");
     ok(&[
         "rl",
@@ -240,11 +211,10 @@ fn sigterm_writes_an_emergency_checkpoint_that_resumes() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let start = std::time::Instant::now();
-    while steps_logged(&b) < 3 {
-        assert!(start.elapsed().as_secs() < 120, "no progress");
-        std::thread::sleep(std::time::Duration::from_millis(5));
+    for _ in 0..3 {
+        wait_for_step(&b, steps_logged(&b), &mut child);
     }
+    assert!(steps_logged(&b) >= 3, "the run ended before the signal");
     let st = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{fails, ok, s, so8t};
+use common::{fails, ok, s, sigkill_cycles, so8t, steps_logged};
 
 const CONFIG: &str = "model: builtin:tiny
 data:
@@ -41,13 +41,6 @@ fn losses(run: &Path) -> Vec<(u64, String)> {
             (v["step"].as_u64().unwrap(), v["loss"].to_string())
         })
         .collect()
-}
-
-/// Lines in a run's metrics.jsonl (0 before it exists).
-fn steps_logged(run: &Path) -> usize {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .map(|m| m.lines().count())
-        .unwrap_or(0)
 }
 
 /// The run database's per-step record, without the wall-clock parts (time, tokens/s, load).
@@ -217,45 +210,21 @@ fn sigkill_at_random_moments_then_resume_is_bit_identical() {
         "--stop-after",
         "1",
     ]);
-    let bin = assert_cmd::cargo::cargo_bin("so8t");
-    let mut rng = 0x2545_f491_4f6c_dd1du64;
-    let mut kills = 0;
-    for _ in 0..40 {
-        let before = steps_logged(&b);
-        let mut child = std::process::Command::new(&bin)
-            .args([
-                "train",
-                "--config",
-                s(&cfg),
-                "--run-dir",
-                s(&b),
-                "--auto-resume",
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        // Let it make at least one new step, then kill at a random moment of the next ones
-        // (checkpoints are written after every step, so some kills land inside one).
-        let start = std::time::Instant::now();
-        while steps_logged(&b) <= before && child.try_wait().unwrap().is_none() {
-            assert!(start.elapsed().as_secs() < 120, "no progress");
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        std::thread::sleep(std::time::Duration::from_millis(rng % 500));
-        if child.try_wait().unwrap().is_some() {
-            break; // finished before the kill
-        }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        kills += 1;
-        if kills >= 12 {
-            break;
-        }
-    }
+    // Checkpoints are written after every step, so some kills land inside one.
+    let kills = sigkill_cycles(
+        &[
+            "train",
+            "--config",
+            s(&cfg),
+            "--run-dir",
+            s(&b),
+            "--auto-resume",
+        ],
+        &b,
+        0x2545_f491_4f6c_dd1d,
+        500,
+        12,
+    );
     assert!(kills >= 10, "only {kills} kills landed");
     // The kills interrupted training itself, not just start-up: steps were made between them.
     let session: serde_json::Value =

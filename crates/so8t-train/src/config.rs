@@ -307,12 +307,7 @@ impl TrainConfig {
         };
         let mut cfg: TrainConfig =
             parsed.map_err(|e| Error::invalid("config", format!("{origin}: {e}")))?;
-        for p in [&mut cfg.model, &mut cfg.data.train] {
-            let builtin = p.to_string_lossy().starts_with("builtin:");
-            if p.is_relative() && !p.as_os_str().is_empty() && !builtin {
-                *p = base.join(&*p);
-            }
-        }
+        resolve_relative([&mut cfg.model, &mut cfg.data.train], base);
         cfg.validate()?;
         Ok(cfg)
     }
@@ -409,11 +404,26 @@ impl TrainConfig {
         // The device is where a run trains, not what it trains.
         let mut same = self.clone();
         same.training.device = "auto".into();
-        let json = serde_json::to_string(&same).unwrap_or_default();
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in json.bytes() {
-            h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
-        }
-        format!("{h:016x}")
+        stable_hash(&same)
     }
+}
+
+/// Takes the relative paths among `paths` from `base` (empty paths and `builtin:…` names stay).
+pub(crate) fn resolve_relative<'a>(paths: impl IntoIterator<Item = &'a mut PathBuf>, base: &Path) {
+    for p in paths {
+        let builtin = p.to_string_lossy().starts_with("builtin:");
+        if p.is_relative() && !p.as_os_str().is_empty() && !builtin {
+            *p = base.join(&*p);
+        }
+    }
+}
+
+/// A stable hash (FNV-1a, hex) of a config's JSON: what identifies a run.
+pub(crate) fn stable_hash<T: Serialize>(config: &T) -> String {
+    let json = serde_json::to_string(config).unwrap_or_default();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in json.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    format!("{h:016x}")
 }

@@ -2,7 +2,7 @@
 //! `builtin:sample`) made in the run folder, and the training rows tokenized once into
 //! `run_dir/data/train_tokens.jsonl`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use so8t_data::tokenize::{tokenize, training_template, Example, TokenizeOptions};
 use so8t_model::TextTokenizer;
@@ -13,8 +13,13 @@ use crate::error::{Error, Result};
 /// Resolves `model: builtin:tiny` (the embedded tiny Phi-3, made in `run_dir/model`) and
 /// `data.train: builtin:sample` (the bundled sample through `data collect` + `data think`, tags
 /// format, in `run_dir/data/`).
-pub fn prepare_builtins(cfg: &mut TrainConfig, run_dir: &Path) -> Result<()> {
-    if cfg.model.as_os_str() == "builtin:tiny" {
+pub fn prepare_builtins(
+    model: &mut PathBuf,
+    train: &mut PathBuf,
+    seed: u64,
+    run_dir: &Path,
+) -> Result<()> {
+    if model.as_os_str() == "builtin:tiny" {
         let dir = run_dir.join("model");
         if !dir.join("config.json").exists() {
             // Made beside and renamed into place: a crash never leaves a half-written model.
@@ -24,7 +29,7 @@ pub fn prepare_builtins(cfg: &mut TrainConfig, run_dir: &Path) -> Result<()> {
                 &so8t_model::init::InitOptions {
                     arch: so8t_model::Arch::Phi3,
                     preset: so8t_model::init::Preset::Tiny,
-                    seed: cfg.training.seed,
+                    seed,
                     tokenizer_corpus: vec![],
                     dtype: None,
                     vocab_size: None,
@@ -35,9 +40,9 @@ pub fn prepare_builtins(cfg: &mut TrainConfig, run_dir: &Path) -> Result<()> {
             std::fs::rename(&tmp, &dir)
                 .map_err(|e| Error::invalid("model", format!("{}: {e}", dir.display())))?;
         }
-        cfg.model = dir;
+        *model = dir;
     }
-    if cfg.data.train.as_os_str() == "builtin:sample" {
+    if train.as_os_str() == "builtin:sample" {
         let data = run_dir.join("data");
         let chats = data.join("think_sample.jsonl");
         if !chats.exists() {
@@ -60,7 +65,7 @@ pub fn prepare_builtins(cfg: &mut TrainConfig, run_dir: &Path) -> Result<()> {
                 &so8t_data::think::Renderer::phi35()?,
             )?;
         }
-        cfg.data.train = chats;
+        *train = chats;
     }
     Ok(())
 }

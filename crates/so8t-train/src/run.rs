@@ -15,7 +15,7 @@ use so8t_model::Model;
 
 use crate::batch::make_batch;
 use crate::checkpoint::{self, CheckpointKind, TrainState};
-use crate::config::TrainConfig;
+use crate::config::{CheckpointConfig, TrainConfig};
 use crate::error::{Error, Result};
 use crate::prepare::{load_rows, prepare_builtins};
 use crate::runlog::RunLog;
@@ -47,6 +47,29 @@ pub(crate) fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<u32> {
     order
 }
 
+/// The compute dtype of `training.dtype` on `device` (`auto`: f32 on the CPU, bf16 on a GPU).
+pub(crate) fn resolve_dtype(dtype: &str, device: &candle_core::Device) -> Result<DType> {
+    Ok(match dtype {
+        "auto" if device.is_cpu() => DType::F32,
+        "auto" | "bf16" => DType::BF16,
+        "f32" => DType::F32,
+        "f16" => DType::F16,
+        o => {
+            return Err(Error::invalid(
+                "training.dtype",
+                format!("{o:?}: expected auto, f32, bf16 or f16"),
+            ))
+        }
+    })
+}
+
+/// Whether a rolling checkpoint is due after `step`: every `every_steps` steps, or once
+/// `every_minutes` have passed since `last` (either off at 0).
+pub(crate) fn checkpoint_due(c: &CheckpointConfig, step: u64, last: Instant) -> bool {
+    (c.every_steps > 0 && step.is_multiple_of(c.every_steps))
+        || (c.every_minutes > 0.0 && last.elapsed().as_secs_f64() >= 60.0 * c.every_minutes)
+}
+
 /// Runs (or resumes) training; returns the session at the end. Interruption (the `interrupt`
 /// flag) writes an emergency checkpoint and returns an error saying so; any failure after the
 /// session started is recorded in it (`failed`, with the error).
@@ -58,7 +81,7 @@ pub fn run(mut opts: RunOptions) -> Result<Session> {
     let dir = opts.run_dir.clone();
     std::fs::create_dir_all(&dir)
         .map_err(|e| Error::invalid("run_dir", format!("{}: {e}", dir.display())))?;
-    prepare_builtins(&mut cfg, &dir)?;
+    prepare_builtins(&mut cfg.model, &mut cfg.data.train, cfg.training.seed, &dir)?;
     if !cfg.model.join("config.json").exists() {
         return Err(Error::invalid(
             "model",
@@ -81,18 +104,7 @@ pub fn run(mut opts: RunOptions) -> Result<Session> {
         t.epochs * steps_per_epoch
     };
     let device = so8t_model::device::open(&t.device)?;
-    let dtype = match t.dtype.as_str() {
-        "auto" if device.is_cpu() => DType::F32,
-        "auto" | "bf16" => DType::BF16,
-        "f32" => DType::F32,
-        "f16" => DType::F16,
-        o => {
-            return Err(Error::invalid(
-                "training.dtype",
-                format!("{o:?}: expected auto, f32, bf16 or f16"),
-            ))
-        }
-    };
+    let dtype = resolve_dtype(&t.dtype, &device)?;
     if cfg.training.full_finetune && dtype != DType::F32 {
         return Err(Error::invalid(
             "training.full_finetune",
@@ -254,10 +266,7 @@ fn train_loop(
             state.best_loss = Some(m.loss);
         }
         log.step(&m, state, started.elapsed())?;
-        let c = &cfg.checkpoint;
-        let due = (c.every_steps > 0 && state.step.is_multiple_of(c.every_steps))
-            || (c.every_minutes > 0.0
-                && last_ckpt.elapsed().as_secs_f64() >= 60.0 * c.every_minutes);
+        let due = checkpoint_due(&cfg.checkpoint, state.step, last_ckpt);
         if due && state.step < total {
             save(state, CheckpointKind::Rolling, log, trainer)?;
             last_ckpt = Instant::now();

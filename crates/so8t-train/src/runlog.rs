@@ -146,15 +146,11 @@ impl RunLog {
         Ok(())
     }
 
-    fn transition_event(&mut self, t: &Transition) -> Result<()> {
-        self.curve_transition_event(t, "loss")
-    }
-
-    fn curve_transition_event(&mut self, t: &Transition, curve: &str) -> Result<()> {
-        if curve == "loss" {
-            self.store.mark_transition(t.start, t.end)?;
-        }
+    /// Logs a closed transition of the loss curve (event `phase_transition`, steps marked in the
+    /// metrics) or of another curve (event `{curve}_transition`).
+    fn transition_event(&mut self, t: &Transition, curve: &str) -> Result<()> {
         let kind = if curve == "loss" {
+            self.store.mark_transition(t.start, t.end)?;
             "phase_transition".to_string()
         } else {
             format!("{curve}_transition")
@@ -173,22 +169,37 @@ impl RunLog {
         self.event(Some(t.end), &kind, &msg, data)
     }
 
-    /// Records step `m` (taken in `elapsed`) and the loop state after it.
-    pub fn step(&mut self, m: &StepMetrics, state: &TrainState, elapsed: Duration) -> Result<()> {
-        let obs = self.detector.observe(m.step, m.loss);
-        let tokens_per_s = m.tokens as f64 / elapsed.as_secs_f64().max(1e-9);
-        let system = self.sampler.sample();
-        let mut line =
-            serde_json::to_value(m).map_err(|e| Error::invalid("json", e.to_string()))?;
-        line["tokens_per_s"] = json!(tokens_per_s);
-        line["loss_smooth"] = json!(obs.smooth);
-        line["in_transition"] = json!(obs.in_transition);
+    /// Writes one step: `line` to `metrics.jsonl`, `row` to the database, the session after
+    /// `state`, and the loss transition that closed at this step (if any).
+    fn record(
+        &mut self,
+        line: &serde_json::Value,
+        row: &Metric,
+        state: &TrainState,
+        closed: Option<&Transition>,
+    ) -> Result<()> {
         self.metrics
             .write_all(format!("{line}\n").as_bytes())
             .map_err(|e| io(&self.metrics_path, e))?;
         self.session.step = state.step;
         self.session.epoch = state.epoch;
         self.session.best_loss = state.best_loss;
+        self.store.record_step(&self.session, row)?;
+        if let Some(t) = closed {
+            self.transition_event(t, "loss")?;
+        }
+        self.write_session_json()
+    }
+
+    /// Records step `m` (taken in `elapsed`) and the loop state after it.
+    pub fn step(&mut self, m: &StepMetrics, state: &TrainState, elapsed: Duration) -> Result<()> {
+        let obs = self.detector.observe(m.step, m.loss);
+        let tokens_per_s = m.tokens as f64 / elapsed.as_secs_f64().max(1e-9);
+        let mut line =
+            serde_json::to_value(m).map_err(|e| Error::invalid("json", e.to_string()))?;
+        line["tokens_per_s"] = json!(tokens_per_s);
+        line["loss_smooth"] = json!(obs.smooth);
+        line["in_transition"] = json!(obs.in_transition);
         let row = Metric {
             step: m.step,
             time_ms: now_ms(),
@@ -205,14 +216,10 @@ impl RunLog {
             tokens_per_s,
             loss_smooth: Some(obs.smooth),
             in_transition: obs.in_transition,
-            system,
+            system: self.sampler.sample(),
             extra: (m.alpha_pull != 0.0).then(|| json!({ "alpha_pull": m.alpha_pull })),
         };
-        self.store.record_step(&self.session, &row)?;
-        if let Some(t) = &obs.closed {
-            self.transition_event(t)?;
-        }
-        self.write_session_json()
+        self.record(&line, &row, state, obs.closed.as_ref())
     }
 
     /// Records RL step `m` (taken in `elapsed`) and the loop state after it: the loss columns
@@ -230,7 +237,6 @@ impl RunLog {
             .as_mut()
             .map(|d| d.observe(m.step, m.reward));
         let tokens_per_s = m.tokens as f64 / m.rollout_secs.max(1e-9);
-        let system = self.sampler.sample();
         let mut line =
             serde_json::to_value(m).map_err(|e| Error::invalid("json", e.to_string()))?;
         line["rollout_tokens_per_s"] = json!(tokens_per_s);
@@ -238,12 +244,7 @@ impl RunLog {
         line["loss_smooth"] = json!(obs.smooth);
         line["in_transition"] = json!(obs.in_transition);
         line["reward_smooth"] = json!(reward_obs.as_ref().map(|o| o.smooth));
-        self.metrics
-            .write_all(format!("{line}\n").as_bytes())
-            .map_err(|e| io(&self.metrics_path, e))?;
-        self.session.step = state.step;
-        self.session.epoch = state.epoch;
-        self.session.best_loss = state.best_loss;
+        // The columns' values are not repeated in `extra`.
         let mut extra = line.clone();
         if let Some(o) = extra.as_object_mut() {
             for k in ["step", "loss", "orth", "alpha", "lr", "grad_norm", "tokens"] {
@@ -266,17 +267,14 @@ impl RunLog {
             tokens_per_s,
             loss_smooth: Some(obs.smooth),
             in_transition: obs.in_transition,
-            system,
+            system: self.sampler.sample(),
             extra: Some(extra),
         };
-        self.store.record_step(&self.session, &row)?;
-        if let Some(t) = &obs.closed {
-            self.transition_event(t)?;
+        self.record(&line, &row, state, obs.closed.as_ref())?;
+        match reward_obs.and_then(|o| o.closed) {
+            Some(t) => self.transition_event(&t, "reward"),
+            None => Ok(()),
         }
-        if let Some(t) = reward_obs.and_then(|o| o.closed) {
-            self.curve_transition_event(&t, "reward")?;
-        }
-        self.write_session_json()
     }
 
     fn sync_checkpoints(&mut self) -> Result<()> {
@@ -329,10 +327,10 @@ impl RunLog {
     pub fn finish(&mut self, status: Status, error: Option<String>) -> Result<()> {
         if status == Status::Completed {
             if let Some(t) = self.detector.finish() {
-                self.transition_event(&t)?;
+                self.transition_event(&t, "loss")?;
             }
             if let Some(t) = self.reward_detector.as_mut().and_then(|d| d.finish()) {
-                self.curve_transition_event(&t, "reward")?;
+                self.transition_event(&t, "reward")?;
             }
         }
         self.session.status = status;

@@ -1,6 +1,6 @@
 //! `so8t train`: SO8T fine-tuning in a crash-safe run directory; `so8t train status RUN_DIR`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -13,8 +13,15 @@ use so8t_train::run::{run, RunOptions};
 #[command(args_conflicts_with_subcommands = true)]
 pub struct TrainArgs {
     #[command(subcommand)]
-    sub: Option<TrainSub>,
-    /// The training config (YAML; see docs/formats/train-config.md).
+    sub: Option<StatusSub>,
+    #[command(flatten)]
+    run: RunFlags,
+}
+
+/// The flags `so8t train` and `so8t rl` share.
+#[derive(clap::Args)]
+pub struct RunFlags {
+    /// The config (YAML; see docs/formats/train-config.md or rl-config.md).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// The run folder (default: runs/<config name>-<config hash>).
@@ -34,9 +41,10 @@ pub struct TrainArgs {
     pub device: Option<String>,
 }
 
+/// `status`, the subcommand of `so8t train` and `so8t rl`.
 #[derive(clap::Subcommand)]
-enum TrainSub {
-    /// Print a run's status: session, progress, last step, checkpoints, phase transitions.
+pub enum StatusSub {
+    /// Print a run's status: session, progress, last step, checkpoints, transitions.
     Status {
         /// The run folder.
         run_dir: PathBuf,
@@ -46,40 +54,83 @@ enum TrainSub {
     },
 }
 
+/// What `so8t train` and `so8t rl` set up around a run.
+pub(crate) struct Launch {
+    /// The run folder.
+    pub run_dir: PathBuf,
+    /// SIGINT / SIGTERM (see [`interrupt_flag`]).
+    pub interrupt: Arc<AtomicBool>,
+    /// The step bar.
+    pub bar: indicatif::ProgressBar,
+    /// The power-on resume entry (with `--auto-resume`).
+    resume_entry: Option<PathBuf>,
+}
+
+impl Launch {
+    /// Picks the run folder (`hash` names the default), refuses a used one unless resuming,
+    /// registers `so8t {command} …` for power-on resume with `--auto-resume`, and sets up the
+    /// signal flag and the step bar.
+    pub fn start(command: &str, f: &RunFlags, config: &Path, hash: &str) -> Result<Self> {
+        let run_dir = f
+            .run_dir
+            .clone()
+            .unwrap_or_else(|| default_run_dir(config, hash));
+        refuse_existing_run(&run_dir, f.auto_resume)?;
+        // Power-on resume: `so8t service resume` continues this run after a reboot.
+        let resume_entry = f
+            .auto_resume
+            .then(|| {
+                register_for_resume(command, config, &run_dir, f.max_steps, f.device.as_deref())
+            })
+            .flatten();
+        Ok(Self {
+            run_dir,
+            interrupt: interrupt_flag()?,
+            bar: step_bar()?,
+            resume_entry,
+        })
+    }
+
+    /// Clears the bar and, when the run completed, drops its power-on resume entry.
+    pub fn finish(&self, session: &so8t_store::Session) {
+        self.bar.finish_and_clear();
+        if let Some(dir) = &self.resume_entry {
+            if session.status == so8t_store::Status::Completed {
+                if let Err(e) = so8t_pipeline::registry::unregister(dir) {
+                    tracing::warn!("power-on resume registry: {e}");
+                }
+            }
+        }
+    }
+}
+
 /// Runs `train`.
 pub fn run_cmd(a: TrainArgs) -> Result<()> {
-    if let Some(TrainSub::Status { run_dir, json }) = a.sub {
+    if let Some(StatusSub::Status { run_dir, json }) = a.sub {
         return super::train_status::status(&run_dir, json);
     }
-    let Some(config) = a.config else {
+    let f = a.run;
+    let Some(config) = f.config.clone() else {
         bail!("--config FILE is required (or `so8t train status RUN_DIR`)");
     };
     let mut cfg = TrainConfig::from_file(&config)?;
-    if let Some(n) = a.max_steps {
+    if let Some(n) = f.max_steps {
         cfg.training.max_steps = n;
     }
-    if let Some(d) = &a.device {
+    if let Some(d) = &f.device {
         cfg.training.device = d.clone();
     }
     cfg.validate()?;
-    let run_dir = a
-        .run_dir
-        .unwrap_or_else(|| default_run_dir(&config, &cfg.hash()));
-    refuse_existing_run(&run_dir, a.auto_resume)?;
-    // Power-on resume: `so8t service resume` continues this run after a reboot.
-    let resume_entry = a
-        .auto_resume
-        .then(|| register_for_resume("train", &config, &run_dir, a.max_steps, a.device.as_deref()));
-    let interrupt = interrupt_flag()?;
-    let bar = step_bar()?;
+    let launch = Launch::start("train", &f, &config, &cfg.hash())?;
+    let run_dir = launch.run_dir.clone();
     let started = std::time::Instant::now();
     let mut tokens = 0usize;
-    let bar2 = bar.clone();
+    let bar2 = launch.bar.clone();
     let session = run(RunOptions {
         config: cfg,
         run_dir: run_dir.clone(),
-        stop_after: a.stop_after,
-        interrupt,
+        stop_after: f.stop_after,
+        interrupt: launch.interrupt.clone(),
         on_step: Some(Box::new(move |m, s| {
             tokens += m.tokens;
             bar2.set_length(s.total_steps);
@@ -96,14 +147,7 @@ pub fn run_cmd(a: TrainArgs) -> Result<()> {
         })),
     })
     .with_context(|| format!("training in {}", run_dir.display()))?;
-    bar.finish_and_clear();
-    if let Some(Some(dir)) = &resume_entry {
-        if session.status == so8t_store::Status::Completed {
-            if let Err(e) = so8t_pipeline::registry::unregister(dir) {
-                tracing::warn!("power-on resume registry: {e}");
-            }
-        }
-    }
+    launch.finish(&session);
     eprintln!(
         "{} at step {}/{} (best loss {}); run folder {}",
         session.status.as_str(),
@@ -117,7 +161,7 @@ pub fn run_cmd(a: TrainArgs) -> Result<()> {
 }
 
 /// Refuses a run folder that already holds checkpoints unless the run is being resumed.
-pub(crate) fn refuse_existing_run(run_dir: &std::path::Path, auto_resume: bool) -> Result<()> {
+fn refuse_existing_run(run_dir: &std::path::Path, auto_resume: bool) -> Result<()> {
     let has_checkpoints = run_dir.join("checkpoints").is_dir()
         && std::fs::read_dir(run_dir.join("checkpoints"))?
             .filter_map(|e| e.ok())
@@ -132,7 +176,7 @@ pub(crate) fn refuse_existing_run(run_dir: &std::path::Path, auto_resume: bool) 
 }
 
 /// A flag set by SIGINT and SIGTERM (the loop then writes an emergency checkpoint and stops).
-pub(crate) fn interrupt_flag() -> Result<Arc<AtomicBool>> {
+fn interrupt_flag() -> Result<Arc<AtomicBool>> {
     let interrupt = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, interrupt.clone())?;
@@ -141,7 +185,7 @@ pub(crate) fn interrupt_flag() -> Result<Arc<AtomicBool>> {
 }
 
 /// The step progress bar (hidden when stderr is not a terminal).
-pub(crate) fn step_bar() -> Result<indicatif::ProgressBar> {
+fn step_bar() -> Result<indicatif::ProgressBar> {
     let bar = indicatif::ProgressBar::new(0);
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         bar.set_style(
@@ -155,7 +199,7 @@ pub(crate) fn step_bar() -> Result<indicatif::ProgressBar> {
 }
 
 /// The default run folder of a config: `runs/<config name>-<first 8 of its hash>`.
-pub(crate) fn default_run_dir(config: &std::path::Path, hash: &str) -> PathBuf {
+fn default_run_dir(config: &std::path::Path, hash: &str) -> PathBuf {
     let stem = config
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -165,7 +209,7 @@ pub(crate) fn default_run_dir(config: &std::path::Path, hash: &str) -> PathBuf {
 
 /// Registers the run (`so8t {command} … --auto-resume`) for power-on resume; returns its
 /// absolute folder, or `None` (with a warning) when the registry cannot be written.
-pub(crate) fn register_for_resume(
+fn register_for_resume(
     command: &str,
     config: &std::path::Path,
     run_dir: &std::path::Path,

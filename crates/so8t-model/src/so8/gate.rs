@@ -262,6 +262,19 @@ pub struct GateMatrices {
     pub layers: Vec<Option<Tensor>>,
 }
 
+impl GateMatrices {
+    /// The same matrices cut from the autograd graph (for passes that take no gradients).
+    pub fn detach(&self) -> Self {
+        Self {
+            layers: self
+                .layers
+                .iter()
+                .map(|l| l.as_ref().map(Tensor::detach))
+                .collect(),
+        }
+    }
+}
+
 /// Orthogonality diagnostics of one layer's rotations.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GateDiagnostics {

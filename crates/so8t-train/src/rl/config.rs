@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use so8t_data::think::ThinkFormat;
 
-use crate::config::{CheckpointConfig, LoraSection, OptimizerConfig, DTYPES};
+use crate::config::{
+    resolve_relative, stable_hash, CheckpointConfig, LoraSection, OptimizerConfig, DTYPES,
+};
 use crate::error::{Error, Result};
 use crate::rl::reward::RewardConfig;
 use crate::schedule::AlphaSchedule;
@@ -281,16 +283,12 @@ impl RlConfig {
             crate::preset::merge(defaults, doc)
         };
         let mut cfg: RlConfig = serde_yaml_ng::from_value(merged).map_err(err)?;
-        let mut paths = vec![&mut cfg.model, &mut cfg.data.train];
-        if let Some(r) = cfg.init_run.as_mut() {
-            paths.push(r);
-        }
-        for p in paths {
-            let builtin = p.to_string_lossy().starts_with("builtin:");
-            if p.is_relative() && !p.as_os_str().is_empty() && !builtin {
-                *p = base.join(&*p);
-            }
-        }
+        resolve_relative(
+            [&mut cfg.model, &mut cfg.data.train]
+                .into_iter()
+                .chain(cfg.init_run.as_mut()),
+            base,
+        );
         cfg.validate()?;
         Ok(cfg)
     }
@@ -382,11 +380,6 @@ impl RlConfig {
     pub fn hash(&self) -> String {
         let mut same = self.clone();
         same.training.device = "auto".into();
-        let json = serde_json::to_string(&same).unwrap_or_default();
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in json.bytes() {
-            h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
-        }
-        format!("{h:016x}")
+        stable_hash(&same)
     }
 }

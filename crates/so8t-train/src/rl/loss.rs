@@ -167,6 +167,25 @@ fn surrogate(logp: &Tensor, old_logp: &Tensor, adv: &Tensor, eps: f64) -> Result
     Ok((a.maximum(&b)?, ratio))
 }
 
+/// `loss − coef·entropy` (masked mean) when the entropies were computed, and that mean entropy
+/// (0 when they were not).
+fn with_entropy(
+    loss: Tensor,
+    out: &TokenOutputs,
+    mask: &Tensor,
+    coef: f64,
+) -> Result<(Tensor, f64)> {
+    let Some(e) = &out.entropy else {
+        return Ok((loss, 0.0));
+    };
+    let e = masked_mean(e, mask)?;
+    let mean = num(&e)?;
+    if coef == 0.0 {
+        return Ok((loss, mean));
+    }
+    Ok(((loss - (e * coef)?)?, mean))
+}
+
 /// Approximate KL and clip fraction of ratios `ratio` (detached numbers).
 fn ratio_stats(ratio: &Tensor, log_ratio: &Tensor, mask: &Tensor, eps: f64) -> Result<(f64, f64)> {
     let ratio = ratio.detach();
@@ -211,14 +230,7 @@ pub fn ppo_loss(
         value = num(&vl)?;
         loss = (loss + (vl * vf_coef)?)?;
     }
-    let mut entropy = 0.0;
-    if let Some(e) = &out.entropy {
-        let e = masked_mean(e, b.mask)?;
-        entropy = num(&e)?;
-        if entropy_coef != 0.0 {
-            loss = (loss - (e * entropy_coef)?)?;
-        }
-    }
+    let (loss, entropy) = with_entropy(loss, out, b.mask, entropy_coef)?;
     let (approx_kl, clip_fraction) =
         ratio_stats(&ratio, &(&out.logp - b.old_logp)?, b.mask, clip_range)?;
     let stats = UpdateStats {
@@ -264,15 +276,8 @@ pub fn grpo_loss(
     let per_answer = (per_token * b.mask)?.sum(1)?.div(&lens)?;
     let pg_mean = (pg * b.mask)?.sum(1)?.div(&lens)?.mean_all()?;
     let kl_mean = (&k3 * b.mask)?.sum(1)?.div(&lens)?.mean_all()?;
-    let mut loss = per_answer.mean_all()?;
-    let mut entropy = 0.0;
-    if let Some(e) = &out.entropy {
-        let e = masked_mean(e, b.mask)?;
-        entropy = num(&e)?;
-        if entropy_coef != 0.0 {
-            loss = (loss - (e * entropy_coef)?)?;
-        }
-    }
+    let loss = per_answer.mean_all()?;
+    let (loss, entropy) = with_entropy(loss, out, b.mask, entropy_coef)?;
     let (approx_kl, clip_fraction) =
         ratio_stats(&ratio, &(&out.logp - b.old_logp)?, b.mask, clip_range)?;
     let stats = UpdateStats {

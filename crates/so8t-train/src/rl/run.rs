@@ -77,16 +77,10 @@ fn init_model(cfg: &mut RlConfig, dir: &Path) -> Result<PathBuf> {
         }
         return Ok(out);
     }
-    // Built-ins through the SFT preparation (same model and sample data as `so8t train`).
-    let mut tc = TrainConfig {
-        model: cfg.model.clone(),
-        ..TrainConfig::default()
-    };
-    tc.data.train = cfg.data.train.clone();
-    tc.training.seed = cfg.training.seed;
-    crate::prepare::prepare_builtins(&mut tc, dir)?;
-    cfg.data.train = tc.data.train;
-    Ok(tc.model)
+    // Built-ins as in SFT (same model and sample data as `so8t train`).
+    let mut model = cfg.model.clone();
+    crate::prepare::prepare_builtins(&mut model, &mut cfg.data.train, cfg.training.seed, dir)?;
+    Ok(model)
 }
 
 /// Reads the prompts: JSONL rows with `messages` (the turns before the last assistant turn
@@ -149,12 +143,7 @@ pub fn load_prompts(cfg: &RlConfig, tok: &TextTokenizer) -> Result<Vec<Prompt>> 
 fn build_state(cfg: &RlConfig, model_dir: &Path) -> Result<RlState> {
     let t = &cfg.training;
     let device = so8t_model::device::open(&t.device)?;
-    let dtype = match t.dtype.as_str() {
-        "auto" if device.is_cpu() => DType::F32,
-        "auto" | "bf16" => DType::BF16,
-        "f16" => DType::F16,
-        _ => DType::F32,
-    };
+    let dtype = crate::run::resolve_dtype(&t.dtype, &device)?;
     let model = Model::load(model_dir, dtype, &device)?;
     // The reference shares the weights; the adapters are attached to the policy only.
     let reference = model.clone();
@@ -316,10 +305,7 @@ fn rl_loop(
         rewards.push(m.reward);
         state.extra = Some(rl_extra(rl.beta, &rewards));
         log.rl_step(&m, state, started.elapsed())?;
-        let c = &cfg.checkpoint;
-        let due = (c.every_steps > 0 && state.step.is_multiple_of(c.every_steps))
-            || (c.every_minutes > 0.0
-                && last_ckpt.elapsed().as_secs_f64() >= 60.0 * c.every_minutes);
+        let due = crate::run::checkpoint_due(&cfg.checkpoint, state.step, last_ckpt);
         if due && state.step < total {
             save(state, CheckpointKind::Rolling, log, rl, &rewards)?;
             last_ckpt = Instant::now();

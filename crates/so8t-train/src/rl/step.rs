@@ -124,6 +124,14 @@ fn rows_tensor(rows: &[Vec<f64>], idx: &[usize], r_len: usize, dev: &Device) -> 
 }
 
 impl RlState {
+    /// The value head (PPO) as the loss functions take it.
+    fn head(&self) -> Option<ValueHead<'_>> {
+        self.value_head.as_ref().map(|(w, b)| ValueHead {
+            weight: w.as_tensor(),
+            bias: b.as_tensor(),
+        })
+    }
+
     /// RL step `t` (0-based) over `prompts`: sample, score, update. Returns the step's metrics.
     pub fn step(&mut self, t: u64, prompts: &[&Prompt]) -> Result<RlMetrics> {
         let cfg = self.cfg.clone();
@@ -147,16 +155,7 @@ impl RlState {
             repeat_penalty: 1.0,
             ..SamplingParams::default()
         };
-        let gates = self
-            .trainer
-            .gate_matrices(t)?
-            .map(|m| so8t_model::so8::GateMatrices {
-                layers: m
-                    .layers
-                    .iter()
-                    .map(|l| l.as_ref().map(Tensor::detach))
-                    .collect(),
-            });
+        let gates = self.trainer.gate_matrices(t)?.map(|m| m.detach());
         let answers = sample(
             &self.trainer.model,
             gates.as_ref(),
@@ -211,10 +210,7 @@ impl RlState {
         for chunk in all.chunks(mb) {
             let sub: Vec<(&[u32], &[u32])> = chunk.iter().map(|&i| pairs[i]).collect();
             let layout = Layout::new(&sub, p_len, r_len, &dev)?;
-            let head = self.value_head.as_ref().map(|(w, b)| ValueHead {
-                weight: w.as_tensor(),
-                bias: b.as_tensor(),
-            });
+            let head = self.head();
             let out = token_outputs(
                 &self.trainer.model,
                 gates.as_ref(),
@@ -292,10 +288,7 @@ impl RlState {
                 let sub: Vec<(&[u32], &[u32])> = chunk.iter().map(|&i| pairs[i]).collect();
                 let layout = Layout::new(&sub, p_len, r_len, &dev)?;
                 let mats = self.trainer.gate_matrices(t)?;
-                let head = self.value_head.as_ref().map(|(w, b)| ValueHead {
-                    weight: w.as_tensor(),
-                    bias: b.as_tensor(),
-                });
+                let head = self.head();
                 let out = token_outputs(
                     &self.trainer.model,
                     mats.as_ref(),
