@@ -4,7 +4,9 @@
 //! - in headless Chromium (WebDriver), while a training run writes metrics, the step counter and
 //!   the loss chart advance without a reload, the RAM gauge is red past its (low) threshold, the
 //!   CSV export downloads the rows, an unknown run id shows a message; screenshots are saved in
-//!   `target/tmp/dashboard-screenshots/`.
+//!   `target/tmp/dashboard-screenshots/`;
+//! - an RL run (`so8t rl`, live) opens with its reward, accuracy, KL, β and policy charts and RL
+//!   values instead of the SFT loss panels, which come back for an SFT run.
 //!
 //! The browser test says SKIP without Chromium, unless `SO8T_REQUIRE_BROWSER=1` (CI sets it
 //! after `.ci/setup-browser`), where a missing browser fails.
@@ -160,14 +162,42 @@ fn points_of(b: &Browser, chart: &str) -> u64 {
         .unwrap_or(0)
 }
 
-#[test]
-fn page_follows_a_live_training_run_in_chromium() {
+/// False (after saying SKIP) without a browser, unless CI requires one.
+fn have_browser() -> bool {
     if !Browser::available() {
         assert!(
             std::env::var("SO8T_REQUIRE_BROWSER").is_err(),
             "SO8T_REQUIRE_BROWSER is set but chromium/chromedriver are missing"
         );
         eprintln!("SKIP: no /usr/bin/chromium or /usr/bin/chromedriver (run .ci/setup-browser)");
+        return false;
+    }
+    true
+}
+
+/// The `early:` marks of the page: which of index.html's early requests the page used.
+fn early_marks(b: &Browser) -> String {
+    b.exec(
+        "return performance.getEntriesByType('mark').map(m => m.name).filter(n => n.startsWith('early:')).sort().join(',');",
+        vec![],
+    )
+    .unwrap()
+    .as_str()
+    .unwrap_or_default()
+    .to_string()
+}
+
+/// Whether the element `css` is laid out (not `display: none` itself or through a parent).
+fn shown(b: &Browser, css: &str) -> bool {
+    let js = format!(
+        "const e = document.querySelector('{css}'); return !!e && e.offsetParent !== null;"
+    );
+    b.exec(&js, vec![]).unwrap() == Value::Bool(true)
+}
+
+#[test]
+fn page_follows_a_live_training_run_in_chromium() {
+    if !have_browser() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -219,15 +249,9 @@ fn page_follows_a_live_training_run_in_chromium() {
     b.wait_until(wait, |b| Ok(step_of(b) > 0 && points_of(b, "loss") > 0))
         .unwrap();
     // The first view's data came from the requests index.html starts before the scripts load.
-    let early = b
-        .exec(
-            "return performance.getEntriesByType('mark').map(m => m.name).filter(n => n.startsWith('early:')).sort().join(',');",
-            vec![],
-        )
-        .unwrap();
     assert_eq!(
-        early.as_str(),
-        Some("early:config,early:run,early:run/metrics,early:runs"),
+        early_marks(&b),
+        "early:config,early:run,early:run/metrics,early:runs",
         "the page did not use its early requests"
     );
     b.exec("window.__noReload = 42;", vec![]).unwrap();
@@ -304,4 +328,100 @@ fn page_follows_a_live_training_run_in_chromium() {
         Ok(b.attr(&banner, "hidden").is_some() && step_of(b) > 0)
     })
     .unwrap();
+}
+
+#[test]
+fn page_shows_an_rl_run_with_its_reward_charts_in_chromium() {
+    if !have_browser() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let runs = t.path().join("runs");
+    let cfg = t.path().join("train.yaml");
+    std::fs::write(&cfg, train_config(4, 4)).unwrap();
+    ok(&[
+        "train",
+        "--config",
+        s(&cfg),
+        "--run-dir",
+        s(&runs.join("sft")),
+    ]);
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/rl-tiny.yaml");
+    let rl = runs.join("rl");
+    let mut child = Command::new(BIN)
+        .args(["rl", "--config", s(&example), "--run-dir", s(&rl)])
+        .args(["--max-steps", "5000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while std::fs::read_to_string(rl.join("metrics.jsonl")).map_or(0, |t| t.lines().count()) < 2 {
+        assert!(t0.elapsed() < Duration::from_secs(120), "RL did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let dash_cfg = t.path().join("dashboard.yaml");
+    std::fs::write(&dash_cfg, "refresh_interval: 1\n").unwrap();
+    let d = dashboard(&["--config", s(&dash_cfg), "--runs", s(&runs)]);
+    let b = Browser::start(&t.path().join("downloads")).unwrap();
+    let wait = Duration::from_secs(60);
+
+    // The newest run (the RL one) opens with the RL charts and values, from the early requests.
+    b.goto(&format!("{}/", d.base)).unwrap();
+    b.wait_for(".run-item[data-run=\"rl\"].selected", wait)
+        .unwrap();
+    b.wait_until(wait, |b| {
+        Ok(["reward", "accuracy", "kl", "beta", "policy", "rl_loss"]
+            .iter()
+            .all(|c| points_of(b, c) > 0))
+    })
+    .unwrap();
+    assert_eq!(
+        early_marks(&b),
+        "early:config,early:run,early:run/metrics,early:runs",
+        "the page did not use its early requests for the RL run"
+    );
+    for css in [
+        ".chart[data-chart=\"reward\"]",
+        "#val-reward",
+        ".chart[data-chart=\"kl\"]",
+    ] {
+        assert!(shown(&b, css), "{css} hidden");
+    }
+    for css in [".chart[data-chart=\"loss\"]", "#val-ce", "#val-phase"] {
+        assert!(!shown(&b, css), "{css} shown for an RL run");
+    }
+    let reward = b.find("#val-reward").unwrap();
+    let shown_reward: f64 = b.text(&reward).unwrap().trim().parse().unwrap();
+    let item = b.find(".run-item[data-run=\"rl\"]").unwrap();
+    assert!(b.text(&item).unwrap().contains("RL"));
+    // Live: the reward chart grows without a reload; the shown reward is one the run logged.
+    let before = points_of(&b, "reward");
+    b.wait_until(wait, |b| Ok(points_of(b, "reward") >= before + 2))
+        .unwrap();
+    let logged: Vec<f64> = std::fs::read_to_string(rl.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["reward"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        logged
+            .iter()
+            .any(|r| (r - shown_reward).abs() <= 5e-4 * (1.0 + r.abs())),
+        "{shown_reward} not among {logged:?}"
+    );
+    b.screenshot(&screenshots().join("6-rl-run.png")).unwrap();
+
+    // The SFT run beside it: the loss chart again, no RL charts.
+    b.goto(&format!("{}/#run=sft", d.base)).unwrap();
+    b.wait_until(wait, |b| Ok(points_of(b, "loss") > 0))
+        .unwrap();
+    assert!(shown(&b, ".chart[data-chart=\"loss\"]"));
+    assert!(!shown(&b, ".chart[data-chart=\"reward\"]"));
+    let _ = child.kill();
+    let _ = child.wait();
 }

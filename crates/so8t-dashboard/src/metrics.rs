@@ -38,16 +38,53 @@ const SERIES: &[(&str, &str)] = &[
     ("gpu_temp_c", "gpu_temp_c"),
 ];
 
-/// Every fixed series name, in display order.
+/// The series of RL runs (`so8t rl`): numeric keys of each step's `extra` JSON, by name.
+const RL_SERIES: &[&str] = &[
+    "reward",
+    "reward_smooth",
+    "reward_class",
+    "reward_format",
+    "reward_leak",
+    "reward_overlength",
+    "accuracy",
+    "parsed",
+    "kl",
+    "beta",
+    "policy_loss",
+    "value_loss",
+    "entropy",
+    "approx_kl",
+    "clip_fraction",
+    "answer_tokens",
+];
+
+/// Every named series (the fixed ones, then the RL ones), in display order.
 pub fn series_names() -> impl Iterator<Item = &'static str> {
-    SERIES.iter().map(|(n, _)| *n)
+    SERIES
+        .iter()
+        .map(|(n, _)| *n)
+        .chain(RL_SERIES.iter().copied())
 }
 
-/// The SQL expression of a series name: a fixed one or `extra.KEY` (a numeric key of the
-/// `extra` JSON). `Err` says what names exist.
+/// The series a run whose session is of `kind` has: the fixed ones, plus the RL ones for `rl`.
+pub fn run_series(kind: &str) -> Vec<String> {
+    let rl: &[&str] = if kind == "rl" { RL_SERIES } else { &[] };
+    SERIES
+        .iter()
+        .map(|(n, _)| *n)
+        .chain(rl.iter().copied())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The SQL expression of a series name: a fixed one, an RL one or `extra.KEY` (a numeric key of
+/// the `extra` JSON). `Err` says what names exist.
 pub fn expr(name: &str) -> Result<String> {
     if let Some((_, e)) = SERIES.iter().find(|(n, _)| *n == name) {
         return Ok((*e).to_string());
+    }
+    if RL_SERIES.contains(&name) {
+        return Ok(format!("json_extract(extra, '$.{name}')"));
     }
     if let Some(key) = name.strip_prefix("extra.") {
         let ok = !key.is_empty()
@@ -316,15 +353,21 @@ pub(crate) fn select(series: &[String], tail: &str) -> Result<String> {
 pub struct StatAcc {
     /// Highest step included.
     pub step: u64,
+    names: Vec<String>,
     accs: Vec<Acc>,
 }
 
 impl StatAcc {
-    /// Adds the rows after `self.step` for every fixed series.
-    pub fn extend(&mut self, conn: &Connection) -> Result<()> {
-        let names: Vec<String> = series_names().map(str::to_string).collect();
+    /// Adds the rows after `self.step` for each of `names` (a different list starts over).
+    pub fn extend(&mut self, conn: &Connection, names: &[String]) -> Result<()> {
+        if self.names != names {
+            *self = StatAcc {
+                names: names.to_vec(),
+                ..StatAcc::default()
+            };
+        }
         self.accs.resize(names.len(), Acc::default());
-        let q = select(&names, "WHERE step > ?1 ORDER BY step")?;
+        let q = select(names, "WHERE step > ?1 ORDER BY step")?;
         let mut st = conn.prepare(&q).map_err(sql)?;
         let mut rows = st.query([self.step]).map_err(sql)?;
         while let Some(r) = rows.next().map_err(sql)? {
@@ -338,9 +381,10 @@ impl StatAcc {
 
     /// The statistics by series name.
     pub fn stats(&self) -> serde_json::Map<String, serde_json::Value> {
-        series_names()
+        self.names
+            .iter()
             .zip(&self.accs)
-            .map(|(name, acc)| (name.to_string(), json(&acc.stat())))
+            .map(|(name, acc)| (name.clone(), json(&acc.stat())))
             .collect()
     }
 }

@@ -160,19 +160,32 @@ pub fn progress(conn: &Connection, s: &Session, now_ms: i64) -> Result<Value> {
     Ok(json!({"percent": percent, "elapsed_s": elapsed, "eta_s": eta, "step_time_s": step_time}))
 }
 
+/// The closed transitions of the loss (`phase_transition` events) and of the reward of an RL run
+/// (`reward_transition`), each with `curve`: `loss` or `reward`.
 fn transitions(conn: &Connection) -> Result<Vec<Value>> {
     let mut st = conn
-        .prepare("SELECT data FROM events WHERE kind = 'phase_transition' ORDER BY id")
+        .prepare(
+            "SELECT kind, data FROM events \
+             WHERE kind IN ('phase_transition', 'reward_transition') ORDER BY id",
+        )
         .map_err(sql)?;
     let rows = st
-        .query_map([], |r| r.get::<_, Option<String>>(0))
+        .query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+        })
         .map_err(sql)?;
     let mut out = Vec::new();
-    for d in rows {
-        if let Some(v) = d
-            .map_err(sql)?
-            .and_then(|s| serde_json::from_str::<Value>(&s).ok())
-        {
+    for row in rows {
+        let (kind, data) = row.map_err(sql)?;
+        if let Some(mut v) = data.and_then(|s| serde_json::from_str::<Value>(&s).ok()) {
+            if let Some(m) = v.as_object_mut() {
+                let curve = if kind == "reward_transition" {
+                    "reward"
+                } else {
+                    "loss"
+                };
+                m.insert("curve".into(), json!(curve));
+            }
             out.push(v);
         }
     }
@@ -260,6 +273,7 @@ pub fn overview(
         .cloned()
         .ok_or_else(|| Error::Unreadable(format!("{}: no session yet", dir.display())))?;
     let latest = latest(conn)?;
+    let series = crate::metrics::run_series(&session.kind);
     let mut gauges = Map::new();
     let mut levels = Map::new();
     for g in GAUGES {
@@ -281,7 +295,7 @@ pub fn overview(
             if last < acc.step {
                 *acc = StatAcc::default();
             }
-            acc.extend(conn)?;
+            acc.extend(conn, &series)?;
             Value::Object(acc.stats())
         }
         None => Value::Null,
@@ -310,6 +324,7 @@ pub fn overview(
         "id": id,
         "path": dir.display().to_string(),
         "session": session_json(&session),
+        "series": series,
         "sessions": sessions.iter().map(session_json).collect::<Vec<_>>(),
         "progress": progress(conn, &session, now_ms)?,
         "latest": latest_json,
@@ -327,8 +342,7 @@ pub fn overview(
         "alerts": alerts,
     });
     if let Some(l) = live {
-        let names: Vec<String> = crate::metrics::series_names().map(str::to_string).collect();
-        let rows = crate::metrics::after(conn, &names, l.rows_after, LIVE_ROWS)?;
+        let rows = crate::metrics::after(conn, &series, l.rows_after, LIVE_ROWS)?;
         out["rows"] = serde_json::to_value(&rows).unwrap_or_default();
         if let Some(m) = out.as_object_mut() {
             m.remove("sessions");

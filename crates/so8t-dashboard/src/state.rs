@@ -185,7 +185,8 @@ fn run_line(id: &str, dir: &Path, pipeline: Option<&str>, mtime_ms: i64) -> (i64
         Ok(Some(s)) => {
             return (
                 s.updated_ms,
-                json!({"id": id, "path": dir.display().to_string(), "status": live_status(&s),
+                json!({"id": id, "path": dir.display().to_string(), "kind": s.kind,
+                "status": live_status(&s),
                 "started_ms": s.started_ms, "updated_ms": s.updated_ms, "step": s.step,
                 "total_steps": s.total_steps, "pipeline": pipeline, "error": s.error}),
             )

@@ -145,17 +145,17 @@ pub fn write_run(dir: &Path, spec: &SynthRun) -> Result<()> {
     }
     tx.commit().map_err(&e)?;
     let step_of = |frac: f64| ((spec.steps as f64 * frac) as u64).max(1);
-    let ckpts: Vec<Checkpoint> = [0.6, 0.8, 1.0]
-        .iter()
-        .map(|&fr| {
-            let step = step_of(fr);
-            Checkpoint {
-                step,
-                kind: "rolling".into(),
-                path: format!("checkpoints/step-{step:08}-rolling"),
-                created_ms: t0 + step as i64 * spec.step_ms,
-                bytes: 1 << 20,
-            }
+    // (a short run has fewer distinct checkpoint steps)
+    let mut steps: Vec<u64> = [0.6, 0.8, 1.0].iter().map(|&fr| step_of(fr)).collect();
+    steps.dedup();
+    let ckpts: Vec<Checkpoint> = steps
+        .into_iter()
+        .map(|step| Checkpoint {
+            step,
+            kind: "rolling".into(),
+            path: format!("checkpoints/step-{step:08}-rolling"),
+            created_ms: t0 + step as i64 * spec.step_ms,
+            bytes: 1 << 20,
         })
         .collect();
     store

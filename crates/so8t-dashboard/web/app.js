@@ -11,28 +11,48 @@ const COLORS = {
   loss: "#93c5fd", loss_smooth: "#1d4ed8", ce: "#14b8a6", pet: "#f59e0b", orth: "#a855f7",
   lr: "#7c3aed", alpha: "#db2777", grad_norm: "#ea580c", tokens_per_s: "#059669",
   cpu_pct: "#2563eb", ram_pct: "#7c3aed", gpu_util_pct: "#059669", vram_pct: "#f59e0b", gpu_temp_c: "#dc2626",
+  reward: "#86efac", reward_smooth: "#15803d", reward_class: "#2563eb", reward_format: "#0891b2",
+  reward_leak: "#dc2626", reward_overlength: "#f59e0b", accuracy: "#15803d", parsed: "#94a3b8",
+  kl: "#7c3aed", beta: "#db2777", approx_kl: "#a855f7", entropy: "#0891b2", clip_fraction: "#ea580c",
+  policy_loss: "#2563eb", value_loss: "#f59e0b", answer_tokens: "#475569",
 };
 const LABELS = {
   loss: "loss", loss_smooth: "loss (EMA)", ce: "ce", pet: "pet", orth: "orth", lr: "lr", alpha: "α",
   grad_norm: "grad norm", tokens_per_s: "tokens/s", cpu_pct: "CPU %", ram_pct: "RAM %",
   gpu_util_pct: "GPU util %", vram_pct: "VRAM %", gpu_temp_c: "GPU temp °C",
+  reward: "reward", reward_smooth: "reward (EMA)", reward_class: "class", reward_format: "format",
+  reward_leak: "leak", reward_overlength: "over-length", accuracy: "accuracy", parsed: "class parsed",
+  kl: "KL", beta: "β", approx_kl: "approx KL (update)", entropy: "entropy", clip_fraction: "clip fraction",
+  policy_loss: "policy loss", value_loss: "value loss", answer_tokens: "answer tokens",
 };
+// `kind`: shown only for runs of that kind (sft: so8t train, rl: so8t rl); none: for both.
 const CHARTS = {
-  loss: { title: "Loss", sub: "total = ce + pet + orth", series: ["loss", "loss_smooth", "ce", "pet", "orth"], hidden: ["pet", "orth"], height: 280, logToggle: true, bands: true },
+  loss: { kind: "sft", title: "Loss", sub: "total = ce + pet + orth", series: ["loss", "loss_smooth", "ce", "pet", "orth"], hidden: ["pet", "orth"], height: 280, logToggle: true, bands: "loss" },
+  reward: { kind: "rl", title: "Reward", sub: "mean per answer, and its terms; transitions shaded", series: ["reward", "reward_smooth", "reward_class", "reward_format", "reward_leak", "reward_overlength"], hidden: ["reward_leak", "reward_overlength"], height: 280, bands: "reward" },
+  accuracy: { kind: "rl", title: "Accuracy", sub: "answers with the right class / a class", series: ["accuracy", "parsed"], yFixed: [0, 1] },
+  kl: { kind: "rl", title: "KL to the reference", sub: "per answer, at rollout", series: ["kl"], nonNegative: true },
+  beta: { kind: "rl", title: "KL coefficient β", sub: "fixed or adaptive", series: ["beta"], nonNegative: true },
+  policy: { kind: "rl", title: "Policy", sub: "entropy, clipped ratios, KL per update", series: ["entropy", "clip_fraction", "approx_kl"], nonNegative: true },
+  rl_loss: { kind: "rl", title: "Update loss", sub: "total = policy + value + orth", series: ["loss", "policy_loss", "value_loss", "orth"], hidden: ["orth"] },
   lr: { title: "Learning rate", series: ["lr"], nonNegative: true },
-  alpha: { title: "α", sub: "gate angle, transitions shaded", series: ["alpha"], bands: true },
+  alpha: { title: "α", sub: "gate angle, transitions shaded", series: ["alpha"], bands: "loss" },
   grad_norm: { title: "Gradient norm", sub: "before clipping", series: ["grad_norm"], nonNegative: true },
-  tokens_per_s: { title: "Throughput", sub: "tokens / s", series: ["tokens_per_s"], nonNegative: true },
+  answer_tokens: { kind: "rl", title: "Answer length", sub: "tokens per answer", series: ["answer_tokens"], nonNegative: true },
+  tokens_per_s: { title: "Throughput", sub: "tokens / s (RL: sampled)", series: ["tokens_per_s"], nonNegative: true },
   system: { title: "System", sub: "% and °C", series: ["cpu_pct", "ram_pct", "gpu_util_pct", "vram_pct", "gpu_temp_c"], height: 220, yFixed: [0, 100] },
 };
-const ALL_SERIES = [...new Set(Object.values(CHARTS).flatMap((c) => c.series))];
+/** The series the charts of a run of `kind` show, in chart order (index.html asks for the same). */
+const seriesOf = (kind) => [...new Set(Object.values(CHARTS).filter((c) => !c.kind || c.kind === kind).flatMap((c) => c.series))];
+const KIND_SERIES = { sft: seriesOf("sft"), rl: seriesOf("rl") };
+const runKind = (k) => (k === "rl" ? "rl" : "sft");
 const PALETTE = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#65a30d", "#475569", "#ea580c"];
-const COMPARE_SERIES = ["loss", "loss_smooth", "ce", "pet", "orth", "alpha", "pet_lambda", "lr", "grad_norm", "tokens_per_s", "cpu_pct", "ram_pct", "gpu_util_pct", "vram_pct", "gpu_temp_c"];
+const COMPARE_SERIES = ["loss", "loss_smooth", "ce", "pet", "orth", "alpha", "pet_lambda", "lr", "grad_norm", "tokens_per_s", "cpu_pct", "ram_pct", "gpu_util_pct", "vram_pct", "gpu_temp_c", "reward", "reward_smooth", "accuracy", "kl", "beta", "entropy", "clip_fraction"];
 
 const state = {
   config: { refresh_secs: 5, max_points: 1000, thresholds: {} },
   runs: [], pipelines: [],
   view: null,            // {kind: "run"|"pipeline", id}
+  runKind: "sft",        // the shown run's session kind: "sft" | "rl" (which charts and series)
   interval: 5, auto: true,
   ov: null, events: [], data: null, zoom: null,
   verified: new Map(),   // checkpoint path → {check, problem, pending, error}
@@ -130,6 +150,7 @@ function select(view) {
   state.gen++;
   state.ov = null; state.events = []; state.data = null; state.zoom = null; state.pipe = null; state.pending = [];
   state.verified = new Map();
+  if (view?.kind === "run") setRunKind(state.runs.find((r) => r.id === view.id)?.kind);
   // Ask the server first: the requests run while the page below resets itself.
   const loading = view?.kind === "run" ? loadRun() : null;
   clearError("run"); clearError("pipeline"); clearError("stream"); clearError("metrics");
@@ -181,7 +202,7 @@ function updateHeader() {
 
 // ---- one run ---------------------------------------------------------------------------------
 function metricsParams(extra = {}) {
-  return { run: state.view.id, series: ALL_SERIES.join(","), points: state.config.max_points, ...extra };
+  return { run: state.view.id, series: KIND_SERIES[state.runKind].join(","), points: state.config.max_points, ...extra };
 }
 
 async function loadRun() {
@@ -218,6 +239,13 @@ async function loadRun() {
   }
 }
 
+/** Shows the charts and values of a run of `kind` (sft | rl) and hides the others'. */
+function setRunKind(kind) {
+  state.runKind = runKind(kind);
+  document.body.dataset.runKind = state.runKind;
+  $("#curves-title").textContent = state.runKind === "rl" ? "RL curves" : "Training curves";
+}
+
 function applyOverview(ov, full) {
   state.ov = { ...state.ov, ...ov };
   renderSession(ov);
@@ -233,12 +261,17 @@ function applyOverview(ov, full) {
   }
   renderEvents(state.events);
   renderEvals(ov.evals);
-  const bands = (ov.transitions || []).map((t) => ({
+  if (ov.session?.kind && runKind(ov.session.kind) !== state.runKind) {
+    // the run list did not know the kind (or it changed): the other charts, and their series
+    setRunKind(ov.session.kind);
+    if (state.data) refetchMetrics(true);
+  }
+  const bands = (curve) => (ov.transitions || []).filter((t) => (t.curve || "loss") === curve).map((t) => ({
     start: t.start, end: t.end, label: t.direction === "steeper" ? "↘" : t.direction === "flatter" ? "→" : "",
-    title: `phase transition ${t.start}–${t.end}: ${t.direction}${t.peak_z != null ? `, peak z ${fmtValue(t.peak_z, 3)}` : ""}`,
+    title: `${curve === "loss" ? "phase" : curve} transition ${t.start}–${t.end}: ${t.direction}${t.peak_z != null ? `, peak z ${fmtValue(t.peak_z, 3)}` : ""}`,
   }));
   for (const [name, c] of Object.entries(CHARTS)) {
-    if (c.bands) charts[name].setBands(bands);
+    if (c.bands) charts[name].setBands(bands(c.bands));
     charts[name].setStats(ov.stats ? Object.fromEntries(c.series.map((k) => [k, ov.stats[k]]).filter(([, v]) => v)) : null);
   }
   updateHeader();
@@ -249,7 +282,7 @@ function applyOverview(ov, full) {
 /** Replaces the chart data with a /api/run/metrics answer. */
 function setMetrics(m) {
   const values = {};
-  for (const k of ALL_SERIES) {
+  for (const k of KIND_SERIES[state.runKind]) {
     const v = m.values?.[k] || {};
     values[k] = { mean: v.mean || new Array(m.step.length).fill(null) };
     if (v.min && v.max) { values[k].min = v.min; values[k].max = v.max; }
@@ -263,8 +296,9 @@ function drawCharts() {
   const d = state.data;
   if (!d) return;
   for (const [name, c] of Object.entries(CHARTS)) {
+    if (c.kind && c.kind !== state.runKind) continue;
     const map = {};
-    for (const k of c.series) map[k] = { x: d.x, ...d.values[k] };
+    for (const k of c.series) map[k] = { x: d.x, ...(d.values[k] || { mean: new Array(d.x.length).fill(null) }) };
     charts[name].setData(map);
     charts[name].refreshCsvHref();
   }
@@ -290,7 +324,7 @@ function appendRows(rows, replay = false) {
     last = s;
     d.x.push(s);
     d.time.push(rows.time_ms?.[i] ?? null);
-    for (const k of ALL_SERIES) {
+    for (const k of Object.keys(d.values)) {
       const v = rows.values?.[k]?.mean?.[i] ?? null;
       const t = d.values[k];
       t.mean.push(v);
@@ -596,8 +630,10 @@ function setupControls() {
 async function init() {
   performance.mark("init");
   // The configuration and the run list are fetched together; the charts are built meanwhile.
-  if (window.so8tEarlySeries !== undefined && window.so8tEarlySeries !== ALL_SERIES.join(",")) {
-    console.warn("index.html's early series differ from the charts':", window.so8tEarlySeries);
+  for (const [k, list] of Object.entries(KIND_SERIES)) {
+    if (window.so8tEarlySeries !== undefined && window.so8tEarlySeries[k] !== list.join(",")) {
+      console.warn(`index.html's early ${k} series differ from the charts':`, window.so8tEarlySeries[k]);
+    }
   }
   const config = api("config");
   const runs = api("runs");

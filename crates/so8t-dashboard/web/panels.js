@@ -135,6 +135,11 @@ export function renderValues(latest) {
   ph.textContent = l.phase || "–";
   ph.dataset.phase = l.phase || "";
   setText("val-loss-sub", l.loss_smooth != null ? `EMA ${fmtValue(l.loss_smooth)}` : "");
+  // RL runs keep their terms in `extra`
+  const x = l.extra || {};
+  for (const k of ["reward", "kl", "beta", "entropy"]) setText(`val-${k}`, fmtValue(x[k]));
+  for (const k of ["accuracy", "clip_fraction"]) setText(`val-${k}`, x[k] != null ? `${(100 * x[k]).toFixed(1)} %` : "–");
+  setText("val-reward-sub", x.reward_smooth != null ? `EMA ${fmtValue(x.reward_smooth)}` : "");
   setText("values-step", l.step != null ? `step ${fmtInt(l.step)} · ${fmtTime(l.time_ms)}` : "no metrics yet");
 }
 
@@ -449,7 +454,7 @@ export function renderSidebar(runs, pipelines, { view, compare, runsDir, onSelec
     }, () => onSelect({ kind: "run", id: r.id }), cb, h("div", { class: "ri-main" },
       h("div", { class: "ri-top" }, runName(r.id), badge(r.status, "small")),
       h("div", { class: "ri-bar" }, h("div", { style: `width:${pct}%` })),
-      h("div", { class: "ri-meta" }, h("span", { class: "ri-steps", text: r.step != null ? `${fmtInt(r.step)} / ${fmtInt(r.total_steps)}` : r.error ? "unreadable" : "–" }),
+      h("div", { class: "ri-meta" }, h("span", { class: "ri-steps", text: `${r.step != null ? `${fmtInt(r.step)} / ${fmtInt(r.total_steps)}` : r.error ? "unreadable" : "–"}${r.kind === "rl" ? " · RL" : ""}` }),
         h("span", { class: "ri-ago", text: fmtAgo(r.updated_ms) }))));
   }));
   const pbox = document.getElementById("pipeline-list");
