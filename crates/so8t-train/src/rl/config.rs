@@ -59,6 +59,8 @@ pub struct RolloutConfig {
     pub group_size: usize,
     /// Token budget of an answer.
     pub max_new_tokens: usize,
+    /// Stop tokens are not sampled before an answer has this many tokens (0: off).
+    pub min_new_tokens: usize,
     /// Sampling temperature (> 0); the policy's log-probabilities use the same temperature.
     pub temperature: f64,
     /// Top-k (0: off). Anything but 0 makes the update slightly off-policy.
@@ -73,6 +75,7 @@ impl Default for RolloutConfig {
             prompts_per_step: 8,
             group_size: 1,
             max_new_tokens: 256,
+            min_new_tokens: 0,
             temperature: 1.0,
             top_k: 0,
             top_p: 1.0,
@@ -318,6 +321,12 @@ impl RlConfig {
         }
         if r.max_new_tokens == 0 {
             return bad("rollout.max_new_tokens", "must be at least 1");
+        }
+        if r.min_new_tokens > r.max_new_tokens {
+            return bad(
+                "rollout.min_new_tokens",
+                "must not exceed rollout.max_new_tokens",
+            );
         }
         if !(r.temperature > 0.0 && r.temperature.is_finite()) {
             return bad("rollout.temperature", "must be a positive number");

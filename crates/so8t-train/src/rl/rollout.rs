@@ -30,18 +30,32 @@ pub fn row_seed(seed: u64, step: u64, row: usize) -> u64 {
 /// The token used for padding (masked everywhere; any valid id works).
 pub const PAD: u32 = 0;
 
-/// Answers `prompts` (token ids, each non-empty) with `model` and `gates`: at most `max_new`
-/// tokens each, sampled with `params` (its seed replaced per row by `seeds[row]`), ending at any
-/// of `stop_ids`.
+/// How long an answer may be.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget<'a> {
+    /// Stop tokens are not sampled before this many tokens (HF's `min_new_tokens`).
+    pub min_new: usize,
+    /// At most this many tokens.
+    pub max_new: usize,
+    /// An answer ends at any of these.
+    pub stop_ids: &'a [u32],
+}
+
+/// Answers `prompts` (token ids, each non-empty) with `model` and `gates` within `budget`,
+/// sampled with `params` (its seed replaced per row by `seeds[row]`).
 pub fn sample(
     model: &Model,
     gates: Option<&GateMatrices>,
     prompts: &[Vec<u32>],
     params: &SamplingParams,
     seeds: &[u64],
-    max_new: usize,
-    stop_ids: &[u32],
+    budget: Budget,
 ) -> Result<Vec<Response>> {
+    let Budget {
+        min_new,
+        max_new,
+        stop_ids,
+    } = budget;
     let b = prompts.len();
     if b == 0 {
         return Ok(vec![]);
@@ -104,7 +118,7 @@ pub fn sample(
                 ..Default::default()
             },
         )?;
-        let logits: Vec<Vec<f32>> = logits
+        let mut logits: Vec<Vec<f32>> = logits
             .to_dtype(DType::F32)?
             .to_device(&Device::Cpu)?
             .to_vec2()?;
@@ -114,6 +128,13 @@ pub fn sample(
                 next.push(PAD);
                 mask[r].push(0);
                 continue;
+            }
+            if out[r].tokens.len() < min_new {
+                for &s in stop_ids {
+                    if let Some(l) = logits[r].get_mut(s as usize) {
+                        *l = f32::NEG_INFINITY;
+                    }
+                }
             }
             let t = samplers[r].sample(&logits[r], &history[r]);
             history[r].push(t);

@@ -16,7 +16,7 @@ use crate::rl::loss::{
     grpo_loss, ppo_loss, token_outputs, GrpoBatch, Layout, PpoBatch, UpdateStats, ValueHead,
 };
 use crate::rl::reward::{RewardTerms, Sample, Scorer};
-use crate::rl::rollout::{row_seed, sample};
+use crate::rl::rollout::{row_seed, sample, Budget};
 use crate::step::Trainer;
 
 /// A prompt of the task.
@@ -162,8 +162,11 @@ impl RlState {
             &ids,
             &params,
             &seeds,
-            cfg.rollout.max_new_tokens,
-            &self.tokenizer.stop_token_ids,
+            Budget {
+                min_new: cfg.rollout.min_new_tokens,
+                max_new: cfg.rollout.max_new_tokens,
+                stop_ids: &self.tokenizer.stop_token_ids,
+            },
         )?;
         let rollout_secs = t0.elapsed().as_secs_f64();
         // 2. Rewards.
