@@ -115,6 +115,45 @@ fn the_example_config_runs_and_bakes() {
 }
 
 #[test]
+fn int8_base_and_fixed_length_answers() {
+    let t = tempfile::tempdir().unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/rl-tiny.yaml");
+    let text = std::fs::read_to_string(example).unwrap();
+    let text = text
+        .replace("  seed: 42\n", "  seed: 42\n  base_dtype: int8\n")
+        .replace(
+            "  max_new_tokens: 32\n",
+            "  max_new_tokens: 32\n  min_new_tokens: 32\n",
+        );
+    assert!(text.contains("base_dtype: int8") && text.contains("min_new_tokens: 32"));
+    let cfg = t.path().join("rl.yaml");
+    std::fs::write(&cfg, text).unwrap();
+    let run = t.path().join("rl");
+    ok(&[
+        "rl",
+        "--config",
+        s(&cfg),
+        "--run-dir",
+        s(&run),
+        "--max-steps",
+        "3",
+    ]);
+    let m: Vec<serde_json::Value> = metrics(&run)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(m.len(), 3);
+    // The policy starts as the reference (both on the same int8 weights): KL 0 at step 1.
+    assert!(m[0]["kl"].as_f64().unwrap().abs() < 1e-5, "{}", m[0]);
+    for x in &m {
+        assert_eq!(x["answer_tokens"].as_f64(), Some(32.0), "{x}");
+        assert!(x["reward"].as_f64().unwrap().is_finite());
+    }
+    let resolved = std::fs::read_to_string(run.join("config.resolved.yaml")).unwrap();
+    assert!(resolved.contains("base_dtype: int8"), "{resolved}");
+}
+
+#[test]
 fn config_errors_name_the_key() {
     let t = tempfile::tempdir().unwrap();
     for (text, key) in [

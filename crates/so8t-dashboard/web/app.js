@@ -267,7 +267,7 @@ function applyOverview(ov, full) {
     if (state.data) refetchMetrics(true);
   }
   const bands = (curve) => (ov.transitions || []).filter((t) => (t.curve || "loss") === curve).map((t) => ({
-    start: t.start, end: t.end, label: t.direction === "steeper" ? "↘" : t.direction === "flatter" ? "→" : "",
+    start: t.start, end: t.end, label: t.direction === "steeper" ? "↘" : t.direction === "flatter" ? (curve === "loss" ? "→" : "↗") : "",
     title: `${curve === "loss" ? "phase" : curve} transition ${t.start}–${t.end}: ${t.direction}${t.peak_z != null ? `, peak z ${fmtValue(t.peak_z, 3)}` : ""}`,
   }));
   for (const [name, c] of Object.entries(CHARTS)) {

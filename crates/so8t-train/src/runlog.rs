@@ -159,9 +159,13 @@ impl RunLog {
             "{curve} regime changed over steps {}–{} ({}, peak {:.1}σ)",
             t.start,
             t.end,
-            match t.direction {
-                crate::transition::Direction::Steeper => "falling faster",
-                crate::transition::Direction::Flatter => "flattening",
+            // A negative z is a slope turning down: for a loss a faster fall, for a reward a
+            // slower rise (or a fall).
+            match (t.direction, curve == "loss") {
+                (crate::transition::Direction::Steeper, true) => "falling faster",
+                (crate::transition::Direction::Flatter, true) => "flattening",
+                (crate::transition::Direction::Steeper, false) => "rising slower",
+                (crate::transition::Direction::Flatter, false) => "rising faster",
             },
             t.peak_z
         );

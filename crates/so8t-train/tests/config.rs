@@ -148,6 +148,14 @@ fn rl_config_defaults_and_errors() {
         ("model: m\nrolout: {}\n", "rolout"),
         ("{}\n", "model"),
         ("model: m\nkl:\n  target: -1\n", "kl.beta"),
+        (
+            "model: m\ntraining:\n  base_dtype: int4\n",
+            "training.base_dtype",
+        ),
+        (
+            "model: m\nrollout:\n  max_new_tokens: 8\n  min_new_tokens: 9\n",
+            "rollout.min_new_tokens",
+        ),
     ] {
         let e = RlConfig::from_yaml(text, base, "rl.yaml")
             .unwrap_err()

@@ -2,7 +2,9 @@
 //! teaches the embedded tiny model the answer format with every class for every prompt (so it
 //! answers in format, with a class that is right about a quarter of the time); PPO and GRPO
 //! starting from that run must then raise the mean reward clearly while the KL to the
-//! reference stays bounded.
+//! reference stays bounded. Measured (seed 11): PPO reward 0.51 → 0.74, accuracy 0.34 → 0.55;
+//! GRPO 0.46 → 0.71, 0.28 → 0.53; PPO with seed 12 (`SO8T_RL_SEED=12`) 0.51 → 0.80. (At lr 2e-3
+//! over 150 steps the rise depended on the sampling stream: one stream gave only +0.06.)
 
 mod common;
 
@@ -103,11 +105,12 @@ fn rl_yaml(algorithm: &str, group: usize, steps: u64) -> String {
          kl:\n  beta: 0.05\n\
          so8t:\n  layer_indices: all\n\
          lora:\n  r: 8\n  alpha: 16\n  target_modules: [qkv_proj, o_proj, gate_up_proj, down_proj]\n\
-         optimizer:\n  lr: 2.0e-3\n  warmup_steps: 0\n  lr_scheduler: constant\n\
-         training:\n  max_steps: {steps}\n  seed: 11\n\
+         optimizer:\n  lr: 1.0e-3\n  warmup_steps: 0\n  lr_scheduler: constant\n\
+         training:\n  max_steps: {steps}\n  seed: {seed}\n\
          checkpoint:\n  every_steps: 0\n  every_minutes: 0\n",
         run.display(),
-        data.display()
+        data.display(),
+        seed = std::env::var("SO8T_RL_SEED").unwrap_or("11".into()),
     )
 }
 
@@ -188,10 +191,10 @@ fn learns(algorithm: &str, group: usize, steps: u64) {
 
 #[test]
 fn ppo_raises_the_reward_on_the_toy_task() {
-    learns("ppo", 4, 150);
+    learns("ppo", 4, 200);
 }
 
 #[test]
 fn grpo_raises_the_reward_on_the_toy_task() {
-    learns("grpo", 4, 150);
+    learns("grpo", 4, 200);
 }

@@ -159,6 +159,9 @@ pub struct RlTraining {
     pub seed: u64,
     /// `auto`, `f32`, `bf16`, `f16` as in `train.yaml`.
     pub dtype: String,
+    /// The frozen base weights: `same` (as `dtype`) or `int8` (per-row absmax, dequantized in
+    /// the matmul; policy and reference share them).
+    pub base_dtype: String,
     /// `auto`, `cpu`, `cuda`, `cuda:N`; not part of the run's identity.
     #[serde(skip_serializing_if = "is_auto")]
     pub device: String,
@@ -174,6 +177,7 @@ impl Default for RlTraining {
             max_steps: 100,
             seed: 42,
             dtype: "auto".into(),
+            base_dtype: "same".into(),
             device: "auto".into(),
         }
     }
@@ -365,6 +369,16 @@ impl RlConfig {
         }
         if self.training.max_steps == 0 {
             return bad("training.max_steps", "must be at least 1");
+        }
+        if !crate::config::BASE_DTYPES.contains(&self.training.base_dtype.as_str()) {
+            return Err(Error::invalid(
+                "training.base_dtype",
+                format!(
+                    "{:?}: expected one of {:?}",
+                    self.training.base_dtype,
+                    crate::config::BASE_DTYPES
+                ),
+            ));
         }
         if !DTYPES.contains(&self.training.dtype.as_str()) {
             return Err(Error::invalid(

@@ -144,7 +144,10 @@ fn build_state(cfg: &RlConfig, model_dir: &Path) -> Result<RlState> {
     let t = &cfg.training;
     let device = so8t_model::device::open(&t.device)?;
     let dtype = crate::run::resolve_dtype(&t.dtype, &device)?;
-    let model = Model::load(model_dir, dtype, &device)?;
+    let mut model = Model::load(model_dir, dtype, &device)?;
+    if t.base_dtype == "int8" {
+        so8t_model::quant::quantize_base(&mut model)?;
+    }
     // The reference shares the weights; the adapters are attached to the policy only.
     let reference = model.clone();
     let tc = TrainConfig {

@@ -1,0 +1,164 @@
+#!/usr/bin/env python3
+"""RL step timings of `so8t rl` beside TRL's GRPOTrainer (bench/trl_grpo.py): same model, same
+prompts, same batch (P prompts × G answers), answers forced to the same length, LoRA of the same
+rank on the attention projections, β, one update per batch, f32, same thread count. Interleaved
+runs, medians, a Markdown table.
+
+  python bench/rl_vs_trl.py --so8t target/release/so8t --model /tmp/so8t-peers/models/smollm2-hf \
+      --torch-python /tmp/peers/venv-torch/bin/python [--threads 2] [--steps 4] [--runs 2]
+  python bench/rl_vs_trl.py --model builtin:tiny ...   # the embedded tiny Phi-3 (made by so8t)
+
+Rows: so8t GRPO without gates (what TRL does), so8t GRPO with SO(8) gates on every layer and α
+annealing (the SO8T recipe), so8t PPO (value head, GAE; TRL 1.16 has no PPO trainer any more),
+TRL GRPO. Columns: rollout tokens/s (tokens sampled / seconds sampling), update seconds per step
+(everything else: reference and old log-probabilities, the loss, backward, AdamW), step seconds.
+"""
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CLASSES = ["ALLOW", "ESCALATION", "DENY", "REFUSE"]
+TOPICS = ["convert 68 degrees Fahrenheit to Celsius", "center a div with CSS", "sort a list in Python",
+          "write a polite e-mail declining a meeting", "explain what a hash table is",
+          "plan a three-day trip to Kyoto", "compute 17 times 23", "summarize the water cycle"]
+
+CONFIG = """model: {model}
+algorithm: {algo}
+data:
+  train: {prompts}
+  format: tags
+  max_prompt_len: 512
+rollout:
+  prompts_per_step: {p}
+  group_size: {g}
+  max_new_tokens: {n}
+  min_new_tokens: {n}
+  temperature: 1.0
+ppo:
+  epochs: 1
+  minibatch_size: {batch}
+kl:
+  beta: 0.04
+so8t:
+  enabled: {gates}
+  layer_indices: all
+lora:
+  enabled: true
+  r: {rank}
+  alpha: {alpha}
+  dropout: 0.0
+  target_modules: [{targets}]
+optimizer:
+  lr: 1.0e-5
+  warmup_steps: 0
+training:
+  max_steps: {steps}
+  seed: 42
+  dtype: f32
+checkpoint:
+  every_steps: 0
+  every_minutes: 0
+"""
+
+
+def write_prompts(path, n=16):
+    """Short four-class chats (system + user; the assistant turn is not used as a prompt)."""
+    with open(path, "w") as f:
+        for i in range(n):
+            msgs = [{"role": "system", "content": "Think inside <think-task>, then answer inside <final> "
+                                                  "starting with 分類: and one of ALLOW, ESCALATION, DENY, REFUSE."},
+                    {"role": "user", "content": f"Request {i}: please tell me how to {TOPICS[i % len(TOPICS)]}."},
+                    {"role": "assistant", "content": f"<final>分類: {CLASSES[i % 4]}</final>"}]
+            f.write(json.dumps({"id": f"rl{i:03d}", "four_class_label": CLASSES[i % 4], "messages": msgs},
+                               ensure_ascii=False) + "\n")
+
+
+def so8t_once(a, work, algo, gates):
+    run_dir = os.path.join(work, f"run-{time.time_ns()}")
+    cfg = os.path.join(work, "rl.yaml")
+    p, g = (a.prompts, a.group) if algo == "grpo" else (a.prompts * a.group, 1)
+    with open(cfg, "w") as f:
+        f.write(CONFIG.format(model=a.model, algo=algo, prompts=os.path.join(work, "prompts.jsonl"), p=p, g=g,
+                              n=a.max_new, batch=p * g, gates="true" if gates else "false", rank=a.rank,
+                              alpha=2 * a.rank, targets=", ".join(a.so8t_targets), steps=a.warmup + a.steps))
+    subprocess.run([a.so8t, "--threads", str(a.threads), "rl", "--config", cfg, "--run-dir", run_dir],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    lines = [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl"))]
+    timed = [m for m in lines if m["step"] > a.warmup]
+    if a.model == "builtin:tiny" and not os.path.isdir(os.path.join(work, "tiny")):
+        shutil.copytree(os.path.join(run_dir, "model"), os.path.join(work, "tiny"))
+    shutil.rmtree(run_dir)
+    n = len(timed)
+    return {"rollout_tokens_per_s": sum(m["tokens"] for m in timed) / sum(m["rollout_secs"] for m in timed),
+            "update_secs": sum(m["step_secs"] - m["rollout_secs"] for m in timed) / n,
+            "step_secs": sum(m["step_secs"] for m in timed) / n,
+            "tokens_per_step": sum(m["tokens"] for m in timed) / n}
+
+
+def trl_once(a, work):
+    model = os.path.join(work, "tiny") if a.model == "builtin:tiny" else a.model
+    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads),
+               TOKENIZERS_PARALLELISM="false")
+    out = subprocess.run([a.torch_python, os.path.join(HERE, "trl_grpo.py"), model,
+                          os.path.join(work, "prompts.jsonl"), "--steps", str(a.steps), "--warmup", str(a.warmup),
+                          "--prompts-per-step", str(a.prompts), "--group", str(a.group), "--max-new", str(a.max_new),
+                          "--rank", str(a.rank), "--threads", str(a.threads), "--targets", ",".join(a.trl_targets)],
+                         check=True, capture_output=True, text=True, env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--so8t", default="target/release/so8t")
+    ap.add_argument("--model", default="/tmp/so8t-peers/models/smollm2-hf")
+    ap.add_argument("--torch-python", default="/tmp/peers/venv-torch/bin/python")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--prompts", type=int, default=4, help="prompts per step (P)")
+    ap.add_argument("--group", type=int, default=4, help="answers per prompt (G)")
+    ap.add_argument("--max-new", type=int, default=64)
+    ap.add_argument("--rank", type=int, default=16)
+    a = ap.parse_args()
+    tiny = a.model == "builtin:tiny"
+    a.so8t_targets = ["qkv_proj", "o_proj"] if tiny else ["q_proj", "k_proj", "v_proj", "o_proj"]
+    a.trl_targets = a.so8t_targets
+    work = tempfile.mkdtemp(prefix="so8t-rl-bench-")
+    write_prompts(os.path.join(work, "prompts.jsonl"))
+    rows = {"so8t GRPO": ("grpo", False), "so8t GRPO + SO(8) gates, α annealed": ("grpo", True),
+            "so8t PPO + SO(8) gates (value head, GAE)": ("ppo", True)}
+    res = {k: [] for k in [*rows, "TRL 1.16 GRPOTrainer (transformers + peft)"]}
+    for _ in range(a.runs):  # interleaved, so machine noise hits both alike
+        for name, (algo, gates) in rows.items():
+            res[name].append(so8t_once(a, work, algo, gates))
+        res["TRL 1.16 GRPOTrainer (transformers + peft)"].append(trl_once(a, work))
+    label = "embedded tiny Phi-3 (hidden 64, 2 layers)" if tiny else os.path.basename(a.model.rstrip("/"))
+    print(f"\n{platform.node()} · {os.cpu_count()} CPUs · {a.threads} threads · {time.strftime('%Y-%m-%d')} · "
+          f"{label} f32, {a.prompts} prompts × {a.group} answers of {a.max_new} tokens per step, LoRA r={a.rank} on "
+          f"{'/'.join(a.so8t_targets)}, β 0.04, one update per batch, {a.steps} timed steps after {a.warmup}, "
+          f"median of {a.runs} runs\n")
+    print("| trainer | rollout tokens/s | update s/step | step s |\n| --- | ---: | ---: | ---: |")
+    base = res["TRL 1.16 GRPOTrainer (transformers + peft)"]
+    b_tps = statistics.median(r["rollout_tokens_per_s"] for r in base)
+    b_upd = statistics.median(r["update_secs"] for r in base)
+    b_step = statistics.median(r["step_secs"] for r in base)
+    for who, rs in res.items():
+        tps = statistics.median(r["rollout_tokens_per_s"] for r in rs)
+        upd = statistics.median(r["update_secs"] for r in rs)
+        step = statistics.median(r["step_secs"] for r in rs)
+        print(f"| {who} | {tps:.0f} ({tps / b_tps:.2f}×) | {upd:.2f} ({b_upd / upd:.2f}×) | "
+              f"{step:.2f} ({b_step / step:.2f}×) |")
+    print("\n(×: speed relative to TRL, higher is faster)")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
