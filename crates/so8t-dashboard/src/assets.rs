@@ -28,6 +28,11 @@ pub const FILES: &[(&str, &str, &str)] = &[
         include_str!("../web/chart.js"),
     ),
     (
+        "series.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../web/series.js"),
+    ),
+    (
         "panels.js",
         "text/javascript; charset=utf-8",
         include_str!("../web/panels.js"),
