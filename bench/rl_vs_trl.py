@@ -87,7 +87,7 @@ def so8t_once(a, work, algo, gates):
     with open(cfg, "w") as f:
         f.write(CONFIG.format(model=a.model, algo=algo, prompts=os.path.join(work, "prompts.jsonl"), p=p, g=g,
                               n=a.max_new, batch=p * g, gates="true" if gates else "false", rank=a.rank,
-                              alpha=2 * a.rank, targets=", ".join(a.so8t_targets), steps=a.warmup + a.steps))
+                              alpha=2 * a.rank, targets=", ".join(a.targets), steps=a.warmup + a.steps))
     subprocess.run([a.so8t, "--threads", str(a.threads), "rl", "--config", cfg, "--run-dir", run_dir],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     lines = [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl"))]
@@ -109,7 +109,7 @@ def trl_once(a, work):
     out = subprocess.run([a.torch_python, os.path.join(HERE, "trl_grpo.py"), model,
                           os.path.join(work, "prompts.jsonl"), "--steps", str(a.steps), "--warmup", str(a.warmup),
                           "--prompts-per-step", str(a.prompts), "--group", str(a.group), "--max-new", str(a.max_new),
-                          "--rank", str(a.rank), "--threads", str(a.threads), "--targets", ",".join(a.trl_targets)],
+                          "--rank", str(a.rank), "--threads", str(a.threads), "--targets", ",".join(a.targets)],
                          check=True, capture_output=True, text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -129,8 +129,7 @@ def main():
     ap.add_argument("--rank", type=int, default=16)
     a = ap.parse_args()
     tiny = a.model == "builtin:tiny"
-    a.so8t_targets = ["qkv_proj", "o_proj"] if tiny else ["q_proj", "k_proj", "v_proj", "o_proj"]
-    a.trl_targets = a.so8t_targets
+    a.targets = ["qkv_proj", "o_proj"] if tiny else ["q_proj", "k_proj", "v_proj", "o_proj"]
     work = tempfile.mkdtemp(prefix="so8t-rl-bench-")
     write_prompts(os.path.join(work, "prompts.jsonl"))
     rows = {"so8t GRPO": ("grpo", False), "so8t GRPO + SO(8) gates, α annealed": ("grpo", True),
@@ -143,19 +142,18 @@ def main():
     label = "embedded tiny Phi-3 (hidden 64, 2 layers)" if tiny else os.path.basename(a.model.rstrip("/"))
     print(f"\n{platform.node()} · {os.cpu_count()} CPUs · {a.threads} threads · {time.strftime('%Y-%m-%d')} · "
           f"{label} f32, {a.prompts} prompts × {a.group} answers of {a.max_new} tokens per step, LoRA r={a.rank} on "
-          f"{'/'.join(a.so8t_targets)}, β 0.04, one update per batch, {a.steps} timed steps after {a.warmup}, "
+          f"{'/'.join(a.targets)}, β 0.04, one update per batch, {a.steps} timed steps after {a.warmup}, "
           f"median of {a.runs} runs\n")
     print("| trainer | rollout tokens/s | update s/step | step s |\n| --- | ---: | ---: | ---: |")
+    def med(rs, key):
+        return statistics.median(r[key] for r in rs)
+
     base = res["TRL 1.16 GRPOTrainer (transformers + peft)"]
-    b_tps = statistics.median(r["rollout_tokens_per_s"] for r in base)
-    b_upd = statistics.median(r["update_secs"] for r in base)
-    b_step = statistics.median(r["step_secs"] for r in base)
     for who, rs in res.items():
-        tps = statistics.median(r["rollout_tokens_per_s"] for r in rs)
-        upd = statistics.median(r["update_secs"] for r in rs)
-        step = statistics.median(r["step_secs"] for r in rs)
-        print(f"| {who} | {tps:.0f} ({tps / b_tps:.2f}×) | {upd:.2f} ({b_upd / upd:.2f}×) | "
-              f"{step:.2f} ({b_step / step:.2f}×) |")
+        tps, upd, step = med(rs, "rollout_tokens_per_s"), med(rs, "update_secs"), med(rs, "step_secs")
+        print(f"| {who} | {tps:.0f} ({tps / med(base, 'rollout_tokens_per_s'):.2f}×) | "
+              f"{upd:.2f} ({med(base, 'update_secs') / upd:.2f}×) | "
+              f"{step:.2f} ({med(base, 'step_secs') / step:.2f}×) |")
     print("\n(×: speed relative to TRL, higher is faster)")
     shutil.rmtree(work, ignore_errors=True)
 

@@ -59,17 +59,28 @@ fn assert_same_run(a: &Path, b: &Path, after: &str) {
     let (ma, mb) = (metrics(a), metrics(b));
     assert_eq!(ma.len(), 16, "one line per step");
     assert_eq!(ma, mb, "metrics differ {after}");
-    for f in [
-        "final/gates.safetensors",
-        "final/adapter/adapter_model.safetensors",
-        "final/value_head.safetensors",
-    ] {
-        assert_eq!(
-            std::fs::read(a.join(f)).unwrap(),
-            std::fs::read(b.join(f)).unwrap(),
-            "{f} differs {after}"
-        );
-    }
+    common::assert_same_files(
+        a,
+        b,
+        &[
+            "final/gates.safetensors",
+            "final/adapter/adapter_model.safetensors",
+            "final/value_head.safetensors",
+        ],
+        after,
+    );
+}
+
+/// Resumes the RL run in `run` to its end.
+fn resume(cfg: &Path, run: &Path) {
+    ok(&[
+        "rl",
+        "--config",
+        s(cfg),
+        "--run-dir",
+        s(run),
+        "--auto-resume",
+    ]);
 }
 
 #[test]
@@ -219,14 +230,7 @@ fn sigkill_at_random_moments_then_resume_is_bit_identical() {
         8,
     );
     assert!(kills >= 5, "only {kills} kills landed");
-    ok(&[
-        "rl",
-        "--config",
-        s(&cfg),
-        "--run-dir",
-        s(&b),
-        "--auto-resume",
-    ]);
+    resume(&cfg, &b);
     assert_same_run(&a, &b, &format!("after {kills} kills"));
 }
 
@@ -269,13 +273,6 @@ fn sigterm_writes_an_emergency_checkpoint_that_resumes() {
     let session: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(b.join("session.json")).unwrap()).unwrap();
     assert_eq!(session["status"], "interrupted");
-    ok(&[
-        "rl",
-        "--config",
-        s(&cfg),
-        "--run-dir",
-        s(&b),
-        "--auto-resume",
-    ]);
+    resume(&cfg, &b);
     assert_same_run(&a, &b, "after SIGTERM");
 }

@@ -74,16 +74,15 @@ fn assert_same_run(a: &Path, b: &Path, after: &str) {
     let (da, dbb) = (db_steps(a), db_steps(b));
     assert_eq!(da.len(), losses(a).len(), "one database row per step");
     assert_eq!(da, dbb, "run databases differ {after}");
-    for f in [
-        "final/gates.safetensors",
-        "final/adapter/adapter_model.safetensors",
-    ] {
-        assert_eq!(
-            std::fs::read(a.join(f)).unwrap(),
-            std::fs::read(b.join(f)).unwrap(),
-            "{f} differs {after}"
-        );
-    }
+    common::assert_same_files(
+        a,
+        b,
+        &[
+            "final/gates.safetensors",
+            "final/adapter/adapter_model.safetensors",
+        ],
+        after,
+    );
 }
 
 #[test]

@@ -284,18 +284,27 @@ impl Default for TrainConfig {
     }
 }
 
+/// Reads the YAML file `path` and parses it with `parse(text, folder of the file, name of the
+/// file)`; an unreadable file is an error naming it.
+pub(crate) fn read_yaml_file<T>(
+    path: &Path,
+    parse: impl FnOnce(&str, &Path, &str) -> Result<T>,
+) -> Result<T> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::invalid("config", format!("{}: {e}", path.display())))?;
+    parse(
+        &text,
+        path.parent().unwrap_or(Path::new(".")),
+        &path.display().to_string(),
+    )
+}
+
 impl TrainConfig {
     /// Reads a YAML file; relative `model` and `data.train` paths are taken from the file's
     /// folder; a `preset:` key lays a named preset under the file's values ([`crate::preset`]).
     /// Errors name the file, the line and the key (unknown keys list the valid ones).
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::invalid("config", format!("{}: {e}", path.display())))?;
-        Self::from_yaml(
-            &text,
-            path.parent().unwrap_or(Path::new(".")),
-            &path.display().to_string(),
-        )
+        read_yaml_file(path, Self::from_yaml)
     }
 
     /// Parses YAML text as [`from_file`](Self::from_file) does, with relative paths taken from

@@ -104,3 +104,14 @@ pub fn sigkill_cycles(
     }
     kills
 }
+
+/// Asserts that the files `files` (relative paths) are byte-identical in run folders `a` and `b`.
+pub fn assert_same_files(a: &Path, b: &Path, files: &[&str], after: &str) {
+    for f in files {
+        assert_eq!(
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+            "{f} differs {after}"
+        );
+    }
+}

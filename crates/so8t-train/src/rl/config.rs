@@ -265,13 +265,7 @@ impl RlConfig {
     /// Reads a YAML file; relative paths are taken from the file's folder. Errors name the file
     /// and the key.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::invalid("config", format!("{}: {e}", path.display())))?;
-        Self::from_yaml(
-            &text,
-            path.parent().unwrap_or(Path::new(".")),
-            &path.display().to_string(),
-        )
+        crate::config::read_yaml_file(path, Self::from_yaml)
     }
 
     /// Parses YAML text; relative paths are taken from `base`, `origin` names the text in errors.
