@@ -165,6 +165,54 @@ fn int8_base_and_fixed_length_answers() {
 }
 
 #[test]
+fn grpo_with_one_update_per_step_scores_with_the_update_forward() {
+    // GRPO, one epoch, one minibatch: the update's forward gives the old log-probabilities, so
+    // every ratio is exactly 1 (no clipping, no approximate KL) and the policy starts at the
+    // reference (identity gates, zero LoRA B): KL 0 at step 1. Resume stays bit-identical.
+    let t = tempfile::tempdir().unwrap();
+    let text = CONFIG
+        .replace("algorithm: ppo", "algorithm: grpo")
+        .replace(
+            "  epochs: 2\n  minibatch_size: 2\n",
+            "  epochs: 1\n  minibatch_size: 4\n",
+        )
+        .replace("lora:\n", "so8t:\n  init_scale: 0.0\nlora:\n");
+    assert!(text.contains("epochs: 1") && text.contains("init_scale"));
+    let cfg = t.path().join("rl.yaml");
+    std::fs::write(&cfg, text).unwrap();
+    let (a, b) = (t.path().join("a"), t.path().join("b"));
+    ok(&["rl", "--config", s(&cfg), "--run-dir", s(&a)]);
+    let m: Vec<serde_json::Value> = metrics(&a)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(m.len(), 16);
+    assert!(m[0]["kl"].as_f64().unwrap().abs() < 1e-4, "{}", m[0]);
+    for x in &m {
+        assert_eq!(x["updates"].as_u64(), Some(1), "{x}");
+        assert_eq!(x["approx_kl"].as_f64(), Some(0.0), "{x}");
+        assert_eq!(x["clip_fraction"].as_f64(), Some(0.0), "{x}");
+        assert!(x["kl"].as_f64().unwrap().is_finite(), "{x}");
+    }
+    assert!(
+        m.iter().any(|x| x["kl"].as_f64().unwrap().abs() > 1e-6),
+        "the policy never moved"
+    );
+    ok(&[
+        "rl",
+        "--config",
+        s(&cfg),
+        "--run-dir",
+        s(&b),
+        "--stop-after",
+        "7",
+    ]);
+    resume(&cfg, &b);
+    let (ma, mb) = (metrics(&a), metrics(&b));
+    assert_eq!(ma, mb, "metrics differ after a resume");
+}
+
+#[test]
 fn config_errors_name_the_key() {
     let t = tempfile::tempdir().unwrap();
     for (text, key) in [

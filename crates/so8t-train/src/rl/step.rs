@@ -210,36 +210,34 @@ impl RlState {
         // per-row numbers do not depend on the batch.
         let mb = cfg.ppo.minibatch_size;
         let all: Vec<usize> = (0..rows.len()).collect();
+        // GRPO with a single update per step: the update's own forward runs the rollout policy,
+        // so its detached log-probabilities are the old ones and no separate pass is needed.
+        let single = single_update(&cfg, rows.len());
         for chunk in all.chunks(mb) {
             let sub: Vec<(&[u32], &[u32])> = chunk.iter().map(|&i| pairs[i]).collect();
             let layout = Layout::new(&sub, p_len, r_len, &dev)?;
-            let head = self.head();
-            let out = token_outputs(
-                &self.trainer.model,
-                gates.as_ref(),
-                &layout,
-                temp,
-                false,
-                head.as_ref(),
-            )?;
-            old_logp.extend(to_f64(&out.logp.detach())?);
-            if let Some(v) = &out.values {
-                old_values.extend(to_f64(&v.detach())?);
+            if !single {
+                let head = self.head();
+                let out = token_outputs(
+                    &self.trainer.model,
+                    gates.as_ref(),
+                    &layout,
+                    temp,
+                    false,
+                    head.as_ref(),
+                )?;
+                old_logp.extend(to_f64(&out.logp.detach())?);
+                if let Some(v) = &out.values {
+                    old_values.extend(to_f64(&v.detach())?);
+                }
             }
             let r = token_outputs(&self.reference, None, &layout, temp, false, None)?;
             ref_logp.extend(to_f64(&r.logp)?);
         }
-        let kl_tok: Vec<Vec<f64>> = (0..rows.len())
-            .map(|i| {
-                (0..lens[i])
-                    .map(|j| old_logp[i][j] - ref_logp[i][j])
-                    .collect()
-            })
-            .collect();
-        let kl = kl_tok.iter().map(|k| k.iter().sum::<f64>()).sum::<f64>() / rows.len() as f64;
         // 4. Advantages.
         let (advantages, returns): (Vec<Vec<f64>>, Vec<Vec<f64>>) = match cfg.algorithm {
             Algorithm::Ppo => {
+                let kl_tok = kl_per_token(&old_logp, &ref_logp, &lens);
                 let mut adv = Vec::with_capacity(rows.len());
                 let mut ret = Vec::with_capacity(rows.len());
                 for i in 0..rows.len() {
@@ -300,7 +298,16 @@ impl RlState {
                     true,
                     head.as_ref(),
                 )?;
-                let old = rows_tensor(&old_logp, chunk, r_len, &dev)?;
+                let old = if single {
+                    let o = out.logp.detach();
+                    old_logp.resize(rows.len(), Vec::new());
+                    for (&i, row) in chunk.iter().zip(to_f64(&o)?) {
+                        old_logp[i] = row;
+                    }
+                    o
+                } else {
+                    rows_tensor(&old_logp, chunk, r_len, &dev)?
+                };
                 let (loss, st) = match cfg.algorithm {
                     Algorithm::Ppo => {
                         let b = PpoBatch {
@@ -358,6 +365,8 @@ impl RlState {
                 break;
             }
         }
+        let kl_tok = kl_per_token(&old_logp, &ref_logp, &lens);
+        let kl = kl_tok.iter().map(|k| k.iter().sum::<f64>()).sum::<f64>() / rows.len() as f64;
         let beta_used = self.beta;
         if let Some(target) = cfg.kl.target {
             self.beta = adapt_beta(self.beta, kl, target, rows.len(), cfg.kl.horizon);
@@ -395,6 +404,20 @@ impl RlState {
             update_secs: t0.elapsed().as_secs_f64() - rollout_secs,
         })
     }
+}
+
+/// Whether a step makes exactly one update, with the rollout policy (GRPO, one epoch, one
+/// minibatch): the update's forward then gives the old log-probabilities.
+fn single_update(cfg: &RlConfig, rows: usize) -> bool {
+    cfg.algorithm == Algorithm::Grpo && cfg.ppo.epochs == 1 && rows <= cfg.ppo.minibatch_size
+}
+
+/// log π_old − log π_ref per answer token (the per-token KL estimate to the reference).
+fn kl_per_token(old: &[Vec<f64>], reference: &[Vec<f64>], lens: &[usize]) -> Vec<Vec<f64>> {
+    lens.iter()
+        .enumerate()
+        .map(|(i, &n)| (0..n).map(|j| old[i][j] - reference[i][j]).collect())
+        .collect()
 }
 
 fn add(sum: &mut UpdateStats, s: &UpdateStats) {
