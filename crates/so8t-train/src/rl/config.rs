@@ -91,6 +91,9 @@ pub struct PpoConfig {
     pub epochs: usize,
     /// Answers per minibatch (one optimizer update each).
     pub minibatch_size: usize,
+    /// Answers per forward/backward pass inside a minibatch, gradients accumulated (0: the whole
+    /// minibatch at once). Bounds activation memory; the update is the same.
+    pub micro_batch_size: usize,
     /// ε of the clipped ratio.
     pub clip_range: f64,
     /// Clip of the value change (PPO).
@@ -115,6 +118,7 @@ impl Default for PpoConfig {
         Self {
             epochs: 4,
             minibatch_size: 8,
+            micro_batch_size: 0,
             clip_range: 0.2,
             value_clip: 0.2,
             vf_coef: 0.1,
@@ -123,6 +127,16 @@ impl Default for PpoConfig {
             lam: 0.95,
             whiten_advantages: true,
             target_kl: 0.0,
+        }
+    }
+}
+
+impl PpoConfig {
+    /// Answers per forward/backward pass: `micro_batch_size`, or the minibatch when 0 or larger.
+    pub fn micro(&self) -> usize {
+        match self.micro_batch_size {
+            0 => self.minibatch_size,
+            m => m.min(self.minibatch_size),
         }
     }
 }

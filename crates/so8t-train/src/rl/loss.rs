@@ -130,10 +130,30 @@ pub fn token_outputs(
     })
 }
 
-/// Masked mean of `x` over `mask` (both `[N, R]`).
-pub fn masked_mean(x: &Tensor, mask: &Tensor) -> Result<Tensor> {
-    let n = mask.sum_all()?.maximum(1.0)?;
-    Ok((x * mask)?.sum_all()?.div(&n)?)
+/// The sizes a minibatch's means divide by. A minibatch scored in micro-batches passes the whole
+/// minibatch's sizes to each micro-batch's loss, so the losses, their gradients and the
+/// statistics of the micro-batches add up to those of the minibatch in one piece.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Norm {
+    /// Answer tokens of the minibatch (token means).
+    pub tokens: f64,
+    /// Answers of the minibatch (GRPO's mean over answers).
+    pub rows: f64,
+}
+
+impl Norm {
+    /// The sizes of a batch given by its answer mask `[N, R]`.
+    pub fn of(mask: &Tensor) -> Result<Self> {
+        Ok(Self {
+            tokens: num(&mask.sum_all()?)?.max(1.0),
+            rows: mask.dim(0)?.max(1) as f64,
+        })
+    }
+}
+
+/// Σ x·mask / `n` (a share of a masked token mean).
+fn token_share(x: &Tensor, mask: &Tensor, n: f64) -> Result<Tensor> {
+    Ok(((x * mask)?.sum_all()? / n)?)
 }
 
 /// What one update's loss consisted of (numbers for the log).
@@ -173,12 +193,13 @@ fn with_entropy(
     loss: Tensor,
     out: &TokenOutputs,
     mask: &Tensor,
+    norm: Norm,
     coef: f64,
 ) -> Result<(Tensor, f64)> {
     let Some(e) = &out.entropy else {
         return Ok((loss, 0.0));
     };
-    let e = masked_mean(e, mask)?;
+    let e = token_share(e, mask, norm.tokens)?;
     let mean = num(&e)?;
     if coef == 0.0 {
         return Ok((loss, mean));
@@ -187,11 +208,20 @@ fn with_entropy(
 }
 
 /// Approximate KL and clip fraction of ratios `ratio` (detached numbers).
-fn ratio_stats(ratio: &Tensor, log_ratio: &Tensor, mask: &Tensor, eps: f64) -> Result<(f64, f64)> {
+fn ratio_stats(
+    ratio: &Tensor,
+    log_ratio: &Tensor,
+    mask: &Tensor,
+    norm: Norm,
+    eps: f64,
+) -> Result<(f64, f64)> {
     let ratio = ratio.detach();
-    let approx = masked_mean(&((&ratio - 1.0)? - log_ratio.detach())?, mask)?;
+    let approx = token_share(&((&ratio - 1.0)? - log_ratio.detach())?, mask, norm.tokens)?;
     let clipped = (&ratio - 1.0)?.abs()?.gt(eps)?.to_dtype(DType::F32)?;
-    Ok((num(&approx)?, num(&masked_mean(&clipped, mask)?)?))
+    Ok((
+        num(&approx)?,
+        num(&token_share(&clipped, mask, norm.tokens)?)?,
+    ))
 }
 
 /// Inputs of the PPO loss, `[N, R]` each (f32).
@@ -209,30 +239,31 @@ pub struct PpoBatch<'a> {
 }
 
 /// PPO's loss: clipped policy loss + vf_coef·clipped value loss − entropy_coef·entropy (masked
-/// token means over the minibatch).
+/// token means over the minibatch of sizes `norm`).
 pub fn ppo_loss(
     out: &TokenOutputs,
     b: &PpoBatch<'_>,
+    norm: Norm,
     clip_range: f64,
     value_clip: f64,
     vf_coef: f64,
     entropy_coef: f64,
 ) -> Result<(Tensor, UpdateStats)> {
     let (pg, ratio) = surrogate(&out.logp, b.old_logp, b.advantages, clip_range)?;
-    let pg = masked_mean(&pg, b.mask)?;
+    let pg = token_share(&pg, b.mask, norm.tokens)?;
     let mut loss = pg.clone();
     let mut value = 0.0;
     if let Some(v) = &out.values {
         let clipped = (b.old_values + (v - b.old_values)?.clamp(-value_clip, value_clip)?)?;
         let l1 = (v - b.returns)?.sqr()?;
         let l2 = (clipped - b.returns)?.sqr()?;
-        let vl = (masked_mean(&l1.maximum(&l2)?, b.mask)? * 0.5)?;
+        let vl = (token_share(&l1.maximum(&l2)?, b.mask, norm.tokens)? * 0.5)?;
         value = num(&vl)?;
         loss = (loss + (vl * vf_coef)?)?;
     }
-    let (loss, entropy) = with_entropy(loss, out, b.mask, entropy_coef)?;
+    let (loss, entropy) = with_entropy(loss, out, b.mask, norm, entropy_coef)?;
     let (approx_kl, clip_fraction) =
-        ratio_stats(&ratio, &(&out.logp - b.old_logp)?, b.mask, clip_range)?;
+        ratio_stats(&ratio, &(&out.logp - b.old_logp)?, b.mask, norm, clip_range)?;
     let stats = UpdateStats {
         loss: num(&loss)?,
         policy: num(&pg)?,
@@ -258,11 +289,12 @@ pub struct GrpoBatch<'a> {
 }
 
 /// GRPO's loss (DeepSeekMath): per token the clipped surrogate with the answer's advantage plus
-/// β·k3-KL to the reference, averaged over each answer's tokens, then over answers; minus
-/// entropy_coef·entropy.
+/// β·k3-KL to the reference, averaged over each answer's tokens, then over the minibatch's
+/// answers (`norm.rows`); minus entropy_coef·entropy.
 pub fn grpo_loss(
     out: &TokenOutputs,
     b: &GrpoBatch<'_>,
+    norm: Norm,
     clip_range: f64,
     beta: f64,
     entropy_coef: f64,
@@ -274,12 +306,12 @@ pub fn grpo_loss(
     let per_token = (&pg + (&k3 * beta)?)?;
     let lens = b.mask.sum(1)?.maximum(1.0)?;
     let per_answer = (per_token * b.mask)?.sum(1)?.div(&lens)?;
-    let pg_mean = (pg * b.mask)?.sum(1)?.div(&lens)?.mean_all()?;
-    let kl_mean = (&k3 * b.mask)?.sum(1)?.div(&lens)?.mean_all()?;
-    let loss = per_answer.mean_all()?;
-    let (loss, entropy) = with_entropy(loss, out, b.mask, entropy_coef)?;
+    let pg_mean = ((pg * b.mask)?.sum(1)?.div(&lens)?.sum_all()? / norm.rows)?;
+    let kl_mean = ((&k3 * b.mask)?.sum(1)?.div(&lens)?.sum_all()? / norm.rows)?;
+    let loss = (per_answer.sum_all()? / norm.rows)?;
+    let (loss, entropy) = with_entropy(loss, out, b.mask, norm, entropy_coef)?;
     let (approx_kl, clip_fraction) =
-        ratio_stats(&ratio, &(&out.logp - b.old_logp)?, b.mask, clip_range)?;
+        ratio_stats(&ratio, &(&out.logp - b.old_logp)?, b.mask, norm, clip_range)?;
     let stats = UpdateStats {
         loss: num(&loss)?,
         policy: num(&pg_mean)?,

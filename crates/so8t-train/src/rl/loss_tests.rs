@@ -55,7 +55,7 @@ fn ppo_loss_is_the_masked_mean_of_the_token_formulas() {
         returns: &t(&ret, N, R),
         mask: &t(&m, N, R),
     };
-    let (loss, st) = ppo_loss(&out, &b, 0.2, 0.3, 0.5, 0.01).unwrap();
+    let (loss, st) = ppo_loss(&out, &b, Norm::of(b.mask).unwrap(), 0.2, 0.3, 0.5, 0.01).unwrap();
     let count: f64 = m.iter().map(|&x| x as f64).sum();
     let mean =
         |f: &dyn Fn(usize) -> f64| (0..N * R).map(|i| f(i) * m[i] as f64).sum::<f64>() / count;
@@ -103,7 +103,7 @@ fn grpo_loss_averages_tokens_per_answer_then_answers() {
         mask: &t(&m, N, R),
     };
     let beta = 0.04;
-    let (loss, st) = grpo_loss(&out, &b, 0.2, beta, 0.0).unwrap();
+    let (loss, st) = grpo_loss(&out, &b, Norm::of(b.mask).unwrap(), 0.2, beta, 0.0).unwrap();
     let mut want = 0.0;
     let mut kl = 0.0;
     for (a, &adv_a) in adv.iter().enumerate() {
@@ -125,6 +125,75 @@ fn grpo_loss_averages_tokens_per_answer_then_answers() {
     let got = loss.to_scalar::<f32>().unwrap() as f64;
     assert!((got - want).abs() < 1e-5, "{got} vs {want}");
     assert!((st.kl - kl).abs() < 1e-5);
+}
+
+/// Rows `lo..hi` of an `[N, R]` tensor.
+fn rows(x: &Tensor, lo: usize, hi: usize) -> Tensor {
+    x.narrow(0, lo, hi - lo).unwrap()
+}
+
+/// Split into micro-batches (rows 0..2 and 2..3) with the whole batch's `Norm`, the losses and
+/// statistics of the parts add up to those of the batch in one piece, for PPO and GRPO.
+#[test]
+fn micro_batches_with_the_whole_norm_add_up_to_the_whole() {
+    let v = |seed| t(&rand(N * R, seed, -2.0, -0.1), N, R);
+    let (logp, old, refp, val, old_val, ret, ent, adv_t) =
+        (v(21), v(22), v(23), v(24), v(25), v(26), v(27), v(28));
+    let adv = Tensor::from_vec(rand(N, 29, -1.5, 1.5), N, &Device::Cpu).unwrap();
+    let m = t(&mask(), N, R);
+    let norm = Norm::of(&m).unwrap();
+    let ppo = |lo, hi| {
+        let out = TokenOutputs {
+            logp: rows(&logp, lo, hi),
+            entropy: Some(rows(&ent, lo, hi)),
+            values: Some(rows(&val, lo, hi)),
+        };
+        let b = PpoBatch {
+            old_logp: &rows(&old, lo, hi),
+            old_values: &rows(&old_val, lo, hi),
+            advantages: &rows(&adv_t, lo, hi),
+            returns: &rows(&ret, lo, hi),
+            mask: &rows(&m, lo, hi),
+        };
+        ppo_loss(&out, &b, norm, 0.2, 0.3, 0.5, 0.01).unwrap()
+    };
+    let grpo = |lo, hi| {
+        let out = TokenOutputs {
+            logp: rows(&logp, lo, hi),
+            entropy: Some(rows(&ent, lo, hi)),
+            values: None,
+        };
+        let b = GrpoBatch {
+            old_logp: &rows(&old, lo, hi),
+            ref_logp: &rows(&refp, lo, hi),
+            advantages: &adv.narrow(0, lo, hi - lo).unwrap(),
+            mask: &rows(&m, lo, hi),
+        };
+        grpo_loss(&out, &b, norm, 0.2, 0.04, 0.01).unwrap()
+    };
+    type Loss<'a> = &'a dyn Fn(usize, usize) -> (Tensor, UpdateStats);
+    for (name, f) in [("ppo", &ppo as Loss), ("grpo", &grpo as Loss)] {
+        let (whole, w) = f(0, N);
+        let (a, sa) = f(0, 2);
+        let (b, sb) = f(2, N);
+        let num = |x: &Tensor| x.to_scalar::<f32>().unwrap() as f64;
+        assert!(
+            (num(&a) + num(&b) - num(&whole)).abs() < 1e-5,
+            "{name} loss"
+        );
+        for (what, x, y, z) in [
+            ("policy", sa.policy, sb.policy, w.policy),
+            ("value", sa.value, sb.value, w.value),
+            ("entropy", sa.entropy, sb.entropy, w.entropy),
+            ("kl", sa.kl, sb.kl, w.kl),
+            ("approx_kl", sa.approx_kl, sb.approx_kl, w.approx_kl),
+            ("clip", sa.clip_fraction, sb.clip_fraction, w.clip_fraction),
+        ] {
+            assert!((x + y - z).abs() < 1e-5, "{name} {what}: {x} + {y} vs {z}");
+        }
+        // The parts differ (the split is not trivially one-sided).
+        assert!(num(&a).abs() > 1e-6 && num(&b).abs() > 1e-6, "{name}");
+    }
 }
 
 #[test]

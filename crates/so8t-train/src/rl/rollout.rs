@@ -105,7 +105,10 @@ pub fn sample(
         b
     ];
     let mut done = vec![false; b];
+    // Where the time goes (debug log): queuing the forward, waiting for the logits, sampling.
+    let (mut t_forward, mut t_wait, mut t_sample) = (0.0, 0.0, 0.0);
     for _ in 0..max_new {
+        let t0 = std::time::Instant::now();
         let flat: Vec<u32> = mask.iter().flatten().copied().collect();
         let width = mask[0].len();
         let attn = Tensor::from_vec(flat, (b, width), &device)?;
@@ -118,10 +121,12 @@ pub fn sample(
                 ..Default::default()
             },
         )?;
+        let t1 = std::time::Instant::now();
         let mut logits: Vec<Vec<f32>> = logits
             .to_dtype(DType::F32)?
             .to_device(&Device::Cpu)?
             .to_vec2()?;
+        let t2 = std::time::Instant::now();
         let mut next = Vec::with_capacity(b);
         for r in 0..b {
             if done[r] {
@@ -145,11 +150,17 @@ pub fn sample(
                 done[r] = true;
             }
         }
+        t_forward += (t1 - t0).as_secs_f64();
+        t_wait += (t2 - t1).as_secs_f64();
+        t_sample += t2.elapsed().as_secs_f64();
         if done.iter().all(|&d| d) {
             break;
         }
         input = Tensor::from_vec(next, (b, 1), &device)?;
     }
+    tracing::debug!(
+        "rollout of {b} rows: forward {t_forward:.3}s, waiting for logits {t_wait:.3}s, sampling {t_sample:.3}s"
+    );
     for (r, o) in out.iter_mut().enumerate() {
         o.truncated = !done[r];
     }

@@ -3,6 +3,7 @@
 //! shaped per-token rewards and GAE over the value head; GRPO: group-normalized rewards), then
 //! several epochs of clipped updates over shuffled minibatches.
 
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use serde::Serialize;
 use so8t_model::generate::SamplingParams;
@@ -13,11 +14,11 @@ use crate::optim::{clip_grad_norm, learning_rate};
 use crate::rl::advantage::{adapt_beta, gae, group_advantages, whiten};
 use crate::rl::config::{Algorithm, RlConfig};
 use crate::rl::loss::{
-    grpo_loss, ppo_loss, token_outputs, GrpoBatch, Layout, PpoBatch, UpdateStats, ValueHead,
+    grpo_loss, ppo_loss, token_outputs, GrpoBatch, Layout, Norm, PpoBatch, UpdateStats, ValueHead,
 };
 use crate::rl::reward::{RewardTerms, Sample, Scorer};
 use crate::rl::rollout::{row_seed, sample, Budget};
-use crate::step::Trainer;
+use crate::step::{add_grads, Trainer};
 
 /// A prompt of the task.
 #[derive(Debug, Clone)]
@@ -213,7 +214,8 @@ impl RlState {
         // GRPO with a single update per step: the update's own forward runs the rollout policy,
         // so its detached log-probabilities are the old ones and no separate pass is needed.
         let single = single_update(&cfg, rows.len());
-        for chunk in all.chunks(mb) {
+        let micro = cfg.ppo.micro();
+        for chunk in all.chunks(micro) {
             let sub: Vec<(&[u32], &[u32])> = chunk.iter().map(|&i| pairs[i]).collect();
             let layout = Layout::new(&sub, p_len, r_len, &dev)?;
             if !single {
@@ -273,6 +275,13 @@ impl RlState {
             total,
         );
         let clip = (cfg.optimizer.max_grad_norm > 0.0).then_some(cfg.optimizer.max_grad_norm);
+        let mut sc = Scored {
+            old_logp,
+            old_values,
+            ref_logp,
+            advantages,
+            returns,
+        };
         let mut sum = UpdateStats::default();
         let mut grad_norm = 0.0;
         let mut orth = 0.0;
@@ -286,74 +295,29 @@ impl RlState {
             let mut epoch_kl = 0.0;
             let mut n = 0usize;
             for chunk in order.chunks(mb) {
-                let sub: Vec<(&[u32], &[u32])> = chunk.iter().map(|&i| pairs[i]).collect();
-                let layout = Layout::new(&sub, p_len, r_len, &dev)?;
-                let mats = self.trainer.gate_matrices(t)?;
-                let head = self.head();
-                let out = token_outputs(
-                    &self.trainer.model,
-                    mats.as_ref(),
-                    &layout,
-                    temp,
-                    true,
-                    head.as_ref(),
-                )?;
-                let old = if single {
-                    let o = out.logp.detach();
-                    old_logp.resize(rows.len(), Vec::new());
-                    for (&i, row) in chunk.iter().zip(to_f64(&o)?) {
-                        old_logp[i] = row;
-                    }
-                    o
-                } else {
-                    rows_tensor(&old_logp, chunk, r_len, &dev)?
+                let tokens: usize = chunk.iter().map(|&i| lens[i]).sum();
+                let norm = Norm {
+                    tokens: tokens.max(1) as f64,
+                    rows: chunk.len() as f64,
                 };
-                let (loss, st) = match cfg.algorithm {
-                    Algorithm::Ppo => {
-                        let b = PpoBatch {
-                            old_logp: &old,
-                            old_values: &rows_tensor(&old_values, chunk, r_len, &dev)?,
-                            advantages: &rows_tensor(&advantages, chunk, r_len, &dev)?,
-                            returns: &rows_tensor(&returns, chunk, r_len, &dev)?,
-                            mask: &layout.mask,
-                        };
-                        let p = &cfg.ppo;
-                        ppo_loss(
-                            &out,
-                            &b,
-                            p.clip_range,
-                            p.value_clip,
-                            p.vf_coef,
-                            p.entropy_coef,
-                        )?
-                    }
-                    Algorithm::Grpo => {
-                        let adv: Vec<f32> =
-                            chunk.iter().map(|&i| advantages[i][0] as f32).collect();
-                        let b = GrpoBatch {
-                            old_logp: &old,
-                            ref_logp: &rows_tensor(&ref_logp, chunk, r_len, &dev)?,
-                            advantages: &Tensor::from_vec(adv, chunk.len(), &dev)?,
-                            mask: &layout.mask,
-                        };
-                        grpo_loss(
-                            &out,
-                            &b,
-                            cfg.ppo.clip_range,
-                            self.beta,
-                            cfg.ppo.entropy_coef,
-                        )?
-                    }
-                };
-                let o = self.trainer.orth_loss()?;
-                if let Some(o) = &o {
-                    orth = o.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                let mut grads: Option<GradStore> = None;
+                let mut st = UpdateStats::default();
+                for part in chunk.chunks(micro) {
+                    let rows_of: Vec<(&[u32], &[u32])> = part.iter().map(|&i| pairs[i]).collect();
+                    let layout = Layout::new(&rows_of, p_len, r_len, &dev)?;
+                    let (g, s) = self.micro_update(t, part, &layout, norm, &mut sc, single)?;
+                    add_grads(&mut grads, g, self.trainer.opt.vars())?;
+                    add(&mut st, &s);
                 }
-                let loss = match o {
-                    Some(o) => (loss + o.to_dtype(DType::F32)?)?,
-                    None => loss,
-                };
-                let mut grads = loss.backward()?;
+                if let Some(o) = self.trainer.orth_loss()? {
+                    orth = o.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                    add_grads(
+                        &mut grads,
+                        o.to_dtype(DType::F32)?.backward()?,
+                        self.trainer.opt.vars(),
+                    )?;
+                }
+                let Some(mut grads) = grads else { continue };
                 grad_norm += clip_grad_norm(&mut grads, self.trainer.opt.vars(), clip)?;
                 self.trainer.opt.update(&grads, lr)?;
                 add(&mut sum, &st);
@@ -365,7 +329,7 @@ impl RlState {
                 break;
             }
         }
-        let kl_tok = kl_per_token(&old_logp, &ref_logp, &lens);
+        let kl_tok = kl_per_token(&sc.old_logp, &sc.ref_logp, &lens);
         let kl = kl_tok.iter().map(|k| k.iter().sum::<f64>()).sum::<f64>() / rows.len() as f64;
         let beta_used = self.beta;
         if let Some(target) = cfg.kl.target {
@@ -403,6 +367,94 @@ impl RlState {
             rollout_secs,
             update_secs: t0.elapsed().as_secs_f64() - rollout_secs,
         })
+    }
+}
+
+/// The batch's per-answer numbers the updates read, `[answer][token]` (`advantages`: one per
+/// answer for GRPO).
+struct Scored {
+    old_logp: Vec<Vec<f64>>,
+    old_values: Vec<Vec<f64>>,
+    ref_logp: Vec<Vec<f64>>,
+    advantages: Vec<Vec<f64>>,
+    returns: Vec<Vec<f64>>,
+}
+
+impl RlState {
+    /// Forward and backward of the answers `part` (laid out in `layout`) of a minibatch of sizes
+    /// `norm`: their gradients and their share of the update's statistics. With `single`, the
+    /// forward's own log-probabilities become the answers' old ones in `sc`.
+    fn micro_update(
+        &self,
+        t: u64,
+        part: &[usize],
+        layout: &Layout,
+        norm: Norm,
+        sc: &mut Scored,
+        single: bool,
+    ) -> Result<(GradStore, UpdateStats)> {
+        let cfg = &self.cfg;
+        let dev = self.trainer.model.device().clone();
+        let r_len = layout.r_len;
+        let mats = self.trainer.gate_matrices(t)?;
+        let head = self.head();
+        let out = token_outputs(
+            &self.trainer.model,
+            mats.as_ref(),
+            layout,
+            cfg.rollout.temperature,
+            true,
+            head.as_ref(),
+        )?;
+        let old = if single {
+            let o = out.logp.detach();
+            sc.old_logp.resize(sc.ref_logp.len(), Vec::new());
+            for (&i, row) in part.iter().zip(to_f64(&o)?) {
+                sc.old_logp[i] = row;
+            }
+            o
+        } else {
+            rows_tensor(&sc.old_logp, part, r_len, &dev)?
+        };
+        let (loss, st) = match cfg.algorithm {
+            Algorithm::Ppo => {
+                let b = PpoBatch {
+                    old_logp: &old,
+                    old_values: &rows_tensor(&sc.old_values, part, r_len, &dev)?,
+                    advantages: &rows_tensor(&sc.advantages, part, r_len, &dev)?,
+                    returns: &rows_tensor(&sc.returns, part, r_len, &dev)?,
+                    mask: &layout.mask,
+                };
+                let p = &cfg.ppo;
+                ppo_loss(
+                    &out,
+                    &b,
+                    norm,
+                    p.clip_range,
+                    p.value_clip,
+                    p.vf_coef,
+                    p.entropy_coef,
+                )?
+            }
+            Algorithm::Grpo => {
+                let adv: Vec<f32> = part.iter().map(|&i| sc.advantages[i][0] as f32).collect();
+                let b = GrpoBatch {
+                    old_logp: &old,
+                    ref_logp: &rows_tensor(&sc.ref_logp, part, r_len, &dev)?,
+                    advantages: &Tensor::from_vec(adv, part.len(), &dev)?,
+                    mask: &layout.mask,
+                };
+                grpo_loss(
+                    &out,
+                    &b,
+                    norm,
+                    cfg.ppo.clip_range,
+                    self.beta,
+                    cfg.ppo.entropy_coef,
+                )?
+            }
+        };
+        Ok((loss.backward()?, st))
     }
 }
 
