@@ -22,6 +22,17 @@ pub enum Error {
     /// Reading training data failed.
     #[error(transparent)]
     Data(#[from] so8t_data::Error),
+    /// The device ran out of memory in a phase of a step; `advice` names the settings that
+    /// shrink it.
+    #[error("out of device memory during {phase} ({source}); {advice}")]
+    OutOfMemory {
+        /// What was running (e.g. `the rollouts`).
+        phase: String,
+        /// The settings to lower.
+        advice: String,
+        /// The error the device reported.
+        source: Box<Error>,
+    },
 }
 
 impl Error {
@@ -34,6 +45,26 @@ impl Error {
     }
 }
 
+/// Whether `e` is the device reporting that it is out of memory (CUDA's
+/// `CUDA_ERROR_OUT_OF_MEMORY`, a failed allocation).
+pub fn is_out_of_memory(e: &Error) -> bool {
+    let text = e.to_string().to_ascii_lowercase();
+    text.contains("out_of_memory") || text.contains("out of memory")
+}
+
+/// Turns an out-of-memory failure of `phase` into [`Error::OutOfMemory`] with `advice`; other
+/// errors pass unchanged.
+pub fn explain_oom(e: Error, phase: &str, advice: &str) -> Error {
+    if matches!(e, Error::OutOfMemory { .. }) || !is_out_of_memory(&e) {
+        return e;
+    }
+    Error::OutOfMemory {
+        phase: phase.into(),
+        advice: advice.into(),
+        source: Box::new(e),
+    }
+}
+
 impl From<so8t_store::Error> for Error {
     /// The run database failed: reported against the run folder (the message names the file).
     fn from(e: so8t_store::Error) -> Self {
@@ -43,3 +74,28 @@ impl From<so8t_store::Error> for Error {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_memory_gets_advice_and_other_errors_pass() {
+        let oom = Error::Candle(candle_core::Error::Msg(
+            "DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")".into(),
+        ));
+        let e = explain_oom(oom, "the rollouts", "lower rollout.max_new_tokens");
+        let text = e.to_string();
+        assert!(
+            text.starts_with("out of device memory during the rollouts (")
+                && text.contains("CUDA_ERROR_OUT_OF_MEMORY")
+                && text.ends_with("; lower rollout.max_new_tokens"),
+            "{text}"
+        );
+        // Explained once, not twice.
+        let again = explain_oom(e, "the update", "x").to_string();
+        assert_eq!(again, text);
+        let other = explain_oom(Error::invalid("a", "b"), "the rollouts", "x").to_string();
+        assert_eq!(other, "invalid a: b");
+    }
+}

@@ -259,7 +259,14 @@ fn train_loop(
             state.cursor = end as u64;
             micro.push(make_batch(&picked, &device)?);
         }
-        let m = trainer.step(&micro)?;
+        let m = trainer.step(&micro).map_err(|e| {
+            crate::error::explain_oom(
+                e,
+                "a training step",
+                "lower training.batch_size (raise gradient_accumulation_steps to keep the \
+                 effective batch) or data.max_seq_len, or set training.gradient_checkpointing: true",
+            )
+        })?;
         state.step = m.step;
         state.loss_history.push(m.loss);
         if state.best_loss.is_none_or(|b| m.loss < b) {

@@ -293,7 +293,15 @@ fn rl_loop(
             picked.push(&prompts[order[state.cursor as usize] as usize]);
             state.cursor += 1;
         }
-        let m = rl.step(state.step, &picked)?;
+        let m = rl.step(state.step, &picked).map_err(|e| {
+            // The rollouts explain their own; what is left is scoring and the updates.
+            crate::error::explain_oom(
+                e,
+                "the scoring and updates",
+                "set ppo.micro_batch_size (answers per forward/backward, e.g. 4) or lower \
+                 ppo.minibatch_size",
+            )
+        })?;
         state.step = m.step;
         if !m.loss.is_finite() || !m.reward.is_finite() {
             return Err(Error::invalid(

@@ -9,7 +9,7 @@ use serde::Serialize;
 use so8t_model::generate::SamplingParams;
 use so8t_model::{Model, TextTokenizer};
 
-use crate::error::{Error, Result};
+use crate::error::{explain_oom, Error, Result};
 use crate::optim::{clip_grad_norm, learning_rate};
 use crate::rl::advantage::{adapt_beta, gae, group_advantages, whiten};
 use crate::rl::config::{Algorithm, RlConfig};
@@ -168,7 +168,15 @@ impl RlState {
                 max_new: cfg.rollout.max_new_tokens,
                 stop_ids: &self.tokenizer.stop_token_ids,
             },
-        )?;
+        )
+        .map_err(|e| {
+            explain_oom(
+                e,
+                "the rollouts",
+                "lower rollout.prompts_per_step × rollout.group_size (the rows sampled together) \
+                 or rollout.max_new_tokens",
+            )
+        })?;
         let rollout_secs = t0.elapsed().as_secs_f64();
         // 2. Rewards.
         let mut terms: Vec<RewardTerms> = Vec::with_capacity(rows.len());
