@@ -5,6 +5,9 @@ The transformers side gets a warm-up: each of its runs keeps the better of two p
 
   python bench/generate_vs_transformers.py --so8t target/release/so8t --model DIR \
       --torch-python /tmp/peers/venv-torch/bin/python [--threads 2] [--runs 5] [--max-tokens 64]
+  # on the GPU machine: bf16 on CUDA, so8t through run-cuda.sh
+  python3 bench/generate_vs_transformers.py --so8t ".gpu-bin/run-cuda.sh .gpu-bin/so8t-cuda" \
+      --device cuda --dtypes bf16 --torch-python python3 --model /tmp/phi35 --max-tokens 128
 
 Needs: a release build of so8t, and a Python with torch + transformers (PEERS_WITH_TORCH=1 bash
 ../shared/peers/setup.sh makes /tmp/peers/venv-torch). Model: SmolLM2-135M-Instruct as an HF folder
@@ -14,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import time
@@ -23,8 +27,9 @@ PROMPT = " ".join(["The quick brown fox jumps over the lazy dog."] * 12)
 
 
 def run_so8t(a, dtype):
-    out = subprocess.run([a.so8t, "--threads", str(a.threads), "generate", "--model", a.model, "--prompt", PROMPT,
-                          "--temperature", "0", "--max-tokens", str(a.max_tokens), "--dtype", dtype, "--json"],
+    out = subprocess.run([*shlex.split(a.so8t), "--threads", str(a.threads), "generate", "--model", a.model,
+                          "--prompt", PROMPT, "--temperature", "0", "--max-tokens", str(a.max_tokens), "--dtype",
+                          dtype, "--device", a.device, "--json"],
                          check=True, capture_output=True, text=True).stdout
     return json.loads(out)
 
@@ -32,7 +37,8 @@ def run_so8t(a, dtype):
 def run_hf(a, dtype):
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads))
     out = subprocess.run([a.torch_python, os.path.join(HERE, "hf_generate.py"), a.model, "--prompt", PROMPT,
-                          "--max-tokens", str(a.max_tokens), "--dtype", dtype, "--threads", str(a.threads), "--repeats", "2"],
+                          "--max-tokens", str(a.max_tokens), "--dtype", dtype, "--threads", str(a.threads), "--repeats", "2",
+                          "--device", a.device],
                          check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -45,9 +51,11 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--device", default="cpu", help="cpu | cuda (both engines)")
+    ap.add_argument("--dtypes", default="f32,bf16")
     a = ap.parse_args()
     rows = []
-    for dtype in ["f32", "bf16"]:
+    for dtype in a.dtypes.split(","):
         res = {"so8t": [], "transformers": []}
         for _ in range(a.runs):  # interleaved, so machine noise hits both alike
             res["so8t"].append(run_so8t(a, dtype))
@@ -58,8 +66,10 @@ def main():
                          statistics.median(r["decode_tokens_per_sec"] for r in rs)))
         same = res["so8t"][0]["tokens"][: len(res["transformers"][0]["tokens"])] == res["transformers"][0]["tokens"]
         rows.append((dtype, "greedy tokens identical", "", "yes" if same else "no", ""))
-    print(f"{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"{a.threads} threads, {a.runs} interleaved runs, medians, {a.max_tokens} new tokens greedy\n")
+    where = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {a.threads} threads"
+             if a.device == "cpu" else subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                                                      capture_output=True, text=True).stdout.strip())
+    print(f"{time.strftime('%Y-%m-%d')}, {where}, {a.runs} interleaved runs, medians, {a.max_tokens} new tokens greedy\n")
     print("| dtype | engine | prompt tokens | prefill tok/s | decode tok/s |")
     print("| --- | --- | --- | --- | --- |")
     for r in rows:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """HF transformers side of the generation benchmark: prefill and greedy decode tokens/s.
 
-  python hf_generate.py MODEL_DIR --prompt TEXT --max-tokens N --dtype f32|bf16 --threads T
+  python hf_generate.py MODEL_DIR --prompt TEXT --max-tokens N --dtype f32|bf16 --threads T [--device cuda]
 
 Prints one JSON line with the same keys as `so8t generate --json`.
 """
@@ -21,17 +21,21 @@ def main():
     ap.add_argument("--dtype", default="f32")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="cpu")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     dtype = {"f32": torch.float32, "bf16": torch.bfloat16}[a.dtype]
     tok = AutoTokenizer.from_pretrained(a.model)
-    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=dtype).eval()
-    ids = tok(a.prompt, return_tensors="pt")["input_ids"]
+    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=dtype).to(a.device).eval()
+    ids = tok(a.prompt, return_tensors="pt")["input_ids"].to(a.device)
+    sync = torch.cuda.synchronize if a.device.startswith("cuda") else (lambda: None)
     best = None
     with torch.inference_mode():
         for _ in range(a.repeats):
+            sync()
             t0 = time.perf_counter()
             out = model(ids, use_cache=True)
+            sync()
             t1 = time.perf_counter()
             past = out.past_key_values
             nxt = out.logits[:, -1].argmax(-1, keepdim=True)
