@@ -24,13 +24,13 @@ pub enum Error {
     Data(#[from] so8t_data::Error),
     /// The device ran out of memory in a phase of a step; `advice` names the settings that
     /// shrink it.
-    #[error("out of device memory during {phase} ({source}); {advice}")]
+    #[error("out of device memory during {phase}; {advice}")]
     OutOfMemory {
         /// What was running (e.g. `the rollouts`).
         phase: String,
         /// The settings to lower.
         advice: String,
-        /// The error the device reported.
+        /// The error the device reported (printed after the advice by error chains).
         source: Box<Error>,
     },
 }
@@ -86,11 +86,14 @@ mod tests {
         ));
         let e = explain_oom(oom, "the rollouts", "lower rollout.max_new_tokens");
         let text = e.to_string();
+        assert_eq!(
+            text,
+            "out of device memory during the rollouts; lower rollout.max_new_tokens"
+        );
+        let cause = std::error::Error::source(&e).map(|c| c.to_string());
         assert!(
-            text.starts_with("out of device memory during the rollouts (")
-                && text.contains("CUDA_ERROR_OUT_OF_MEMORY")
-                && text.ends_with("; lower rollout.max_new_tokens"),
-            "{text}"
+            cause.is_some_and(|c| c.contains("CUDA_ERROR_OUT_OF_MEMORY")),
+            "the device's error is the source"
         );
         // Explained once, not twice.
         let again = explain_oom(e, "the update", "x").to_string();
