@@ -1,7 +1,8 @@
 //! One RL step: sample answers to a batch of prompts with the policy at α(t), score them,
 //! compute the reference's and the rollout policy's log-probabilities, the advantages (PPO: KL-
 //! shaped per-token rewards and GAE over the value head; GRPO: group-normalized rewards), then
-//! several epochs of clipped updates over shuffled minibatches.
+//! several epochs of clipped updates over shuffled minibatches, each minibatch's gradients
+//! summed over its micro-batches (`ppo.micro_batch_size`) into one AdamW update.
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
