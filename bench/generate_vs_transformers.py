@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Prefill and decode tokens/s of `so8t generate` beside HF transformers, same model, same prompt,
 same thread count, interleaved runs in one process tree, medians reported as a Markdown table.
-The transformers side gets a warm-up: each of its runs keeps the better of two passes.
+Both get a warm-up: so8t one untimed prefill (`--warmup 1`), transformers keeps the better of two
+passes.
 
   python bench/generate_vs_transformers.py --so8t target/release/so8t --model DIR \
       --torch-python /tmp/peers/venv-torch/bin/python [--threads 2] [--runs 5] [--max-tokens 64]
@@ -29,7 +30,7 @@ PROMPT = " ".join(["The quick brown fox jumps over the lazy dog."] * 12)
 def run_so8t(a, dtype):
     out = subprocess.run([*shlex.split(a.so8t), "--threads", str(a.threads), "generate", "--model", a.model,
                           "--prompt", PROMPT, "--temperature", "0", "--max-tokens", str(a.max_tokens), "--dtype",
-                          dtype, "--device", a.device, "--json"],
+                          dtype, "--device", a.device, "--json", "--warmup", "1"],
                          check=True, capture_output=True, text=True).stdout
     return json.loads(out)
 

@@ -174,6 +174,28 @@ fn gates_generate_and_bake_through_the_cli() {
         "the baked model must generate what the gated one does"
     );
     assert!(b.join("tokenizer.json").exists() && b.join("config.json").exists());
+    // Warm-up runs are untimed and leave the timed run's sampling as it was (sampled, seeded).
+    let sampled = |warmup: &str| {
+        let v: serde_json::Value = serde_json::from_str(&ok(&[
+            "generate",
+            "--model",
+            s(&m),
+            "--prompt",
+            "Hello",
+            "--temperature",
+            "0.9",
+            "--seed",
+            "5",
+            "--max-tokens",
+            "8",
+            "--json",
+            "--warmup",
+            warmup,
+        ]))
+        .unwrap();
+        v["tokens"].clone()
+    };
+    assert_eq!(sampled("2"), sampled("0"));
 }
 
 #[test]

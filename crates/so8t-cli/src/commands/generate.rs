@@ -54,6 +54,10 @@ pub struct GenerateArgs {
     /// Print one JSON object (text, tokens, timings) instead of streaming text.
     #[arg(long)]
     pub json: bool,
+    /// Untimed warm-up runs (the prompt's prefill and one token) before the timed one, for
+    /// benchmarks: a GPU's first forward also loads kernels and library handles.
+    #[arg(long, default_value_t = 0)]
+    pub warmup: usize,
     #[command(flatten)]
     pub gate: GateArgs,
     #[command(flatten)]
@@ -91,6 +95,19 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         stop_token_ids: vec![],
         stop_strings: a.stop.clone(),
     };
+    for _ in 0..a.warmup {
+        let warm = GenerateRequest {
+            model: &model,
+            tokenizer: &tok,
+            prompt: &ids,
+            params: SamplingParams {
+                max_tokens: 2,
+                ..params.clone()
+            },
+            gates: gates.as_ref(),
+        };
+        generate(warm, |_| {})?;
+    }
     let req = GenerateRequest {
         model: &model,
         tokenizer: &tok,
