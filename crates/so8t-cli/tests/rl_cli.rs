@@ -55,6 +55,14 @@ fn metrics(run: &Path) -> Vec<String> {
         .collect()
 }
 
+/// metrics.jsonl's lines (without the wall-clock fields) as JSON values.
+fn metric_values(run: &Path) -> Vec<serde_json::Value> {
+    metrics(run)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 fn assert_same_run(a: &Path, b: &Path, after: &str) {
     let (ma, mb) = (metrics(a), metrics(b));
     assert_eq!(ma.len(), 16, "one line per step");
@@ -149,10 +157,7 @@ fn int8_base_and_fixed_length_answers() {
         "--max-steps",
         "3",
     ]);
-    let m: Vec<serde_json::Value> = metrics(&run)
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let m = metric_values(&run);
     assert_eq!(m.len(), 3);
     // The policy starts as the reference (both on the same int8 weights): KL 0 at step 1.
     assert!(m[0]["kl"].as_f64().unwrap().abs() < 1e-5, "{}", m[0]);
@@ -182,10 +187,7 @@ fn grpo_with_one_update_per_step_scores_with_the_update_forward() {
     std::fs::write(&cfg, text).unwrap();
     let (a, b) = (t.path().join("a"), t.path().join("b"));
     ok(&["rl", "--config", s(&cfg), "--run-dir", s(&a)]);
-    let m: Vec<serde_json::Value> = metrics(&a)
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let m = metric_values(&a);
     assert_eq!(m.len(), 16);
     assert!(m[0]["kl"].as_f64().unwrap().abs() < 1e-4, "{}", m[0]);
     for x in &m {
@@ -237,7 +239,7 @@ fn micro_batches_make_the_same_update() {
                 "--stop-after",
                 "1",
             ]);
-            serde_json::from_str(&metrics(&run)[0]).unwrap()
+            metric_values(&run).swap_remove(0)
         };
         let (whole, micro) = (step1(0), step1(1));
         for k in [

@@ -47,7 +47,7 @@ impl Error {
 
 /// Whether `e` is the device reporting that it is out of memory (CUDA's
 /// `CUDA_ERROR_OUT_OF_MEMORY`, a failed allocation).
-pub fn is_out_of_memory(e: &Error) -> bool {
+fn is_out_of_memory(e: &Error) -> bool {
     let text = e.to_string().to_ascii_lowercase();
     text.contains("out_of_memory") || text.contains("out of memory")
 }

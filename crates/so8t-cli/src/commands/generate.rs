@@ -95,26 +95,21 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         stop_token_ids: vec![],
         stop_strings: a.stop.clone(),
     };
-    for _ in 0..a.warmup {
-        let warm = GenerateRequest {
-            model: &model,
-            tokenizer: &tok,
-            prompt: &ids,
-            params: SamplingParams {
-                max_tokens: 2,
-                ..params.clone()
-            },
-            gates: gates.as_ref(),
-        };
-        generate(warm, |_| {})?;
-    }
-    let req = GenerateRequest {
+    let request = |params| GenerateRequest {
         model: &model,
         tokenizer: &tok,
         prompt: &ids,
         params,
         gates: gates.as_ref(),
     };
+    for _ in 0..a.warmup {
+        let warm = SamplingParams {
+            max_tokens: 2,
+            ..params.clone()
+        };
+        generate(request(warm), |_| {})?;
+    }
+    let req = request(params);
     let mut out = std::io::stdout().lock();
     let json = a.json;
     let mut write_err = None;

@@ -142,12 +142,21 @@ pub struct Norm {
 }
 
 impl Norm {
+    /// The sizes of a batch whose answers have these lengths.
+    pub fn of_lens(lens: impl IntoIterator<Item = usize>) -> Self {
+        let (rows, tokens) = lens
+            .into_iter()
+            .fold((0usize, 0usize), |(r, t), n| (r + 1, t + n));
+        Self {
+            tokens: tokens.max(1) as f64,
+            rows: rows.max(1) as f64,
+        }
+    }
+
     /// The sizes of a batch given by its answer mask `[N, R]`.
     pub fn of(mask: &Tensor) -> Result<Self> {
-        Ok(Self {
-            tokens: num(&mask.sum_all()?)?.max(1.0),
-            rows: mask.dim(0)?.max(1) as f64,
-        })
+        let lens: Vec<f32> = mask.sum(1)?.to_vec1()?;
+        Ok(Self::of_lens(lens.into_iter().map(|n| n as usize)))
     }
 }
 

@@ -8,6 +8,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use serde::Serialize;
 use so8t_model::generate::SamplingParams;
+use so8t_model::so8::GateMatrices;
 use so8t_model::{Model, TextTokenizer};
 
 use crate::error::{explain_oom, Error, Result};
@@ -284,6 +285,10 @@ impl RlState {
             total,
         );
         let clip = (cfg.optimizer.max_grad_norm > 0.0).then_some(cfg.optimizer.max_grad_norm);
+        if single {
+            // Filled by the update's forward (`micro_update`).
+            old_logp = vec![Vec::new(); rows.len()];
+        }
         let mut sc = Scored {
             old_logp,
             old_values,
@@ -304,17 +309,16 @@ impl RlState {
             let mut epoch_kl = 0.0;
             let mut n = 0usize;
             for chunk in order.chunks(mb) {
-                let tokens: usize = chunk.iter().map(|&i| lens[i]).sum();
-                let norm = Norm {
-                    tokens: tokens.max(1) as f64,
-                    rows: chunk.len() as f64,
-                };
+                let norm = Norm::of_lens(chunk.iter().map(|&i| lens[i]));
+                // The gate matrices once per update; every micro-batch's backward runs through them.
+                let mats = self.trainer.gate_matrices(t)?;
                 let mut grads: Option<GradStore> = None;
                 let mut st = UpdateStats::default();
                 for part in chunk.chunks(micro) {
                     let rows_of: Vec<(&[u32], &[u32])> = part.iter().map(|&i| pairs[i]).collect();
                     let layout = Layout::new(&rows_of, p_len, r_len, &dev)?;
-                    let (g, s) = self.micro_update(t, part, &layout, norm, &mut sc, single)?;
+                    let (g, s) =
+                        self.micro_update(mats.as_ref(), part, &layout, norm, &mut sc, single)?;
                     add_grads(&mut grads, g, self.trainer.opt.vars())?;
                     add(&mut st, &s);
                 }
@@ -390,12 +394,13 @@ struct Scored {
 }
 
 impl RlState {
-    /// Forward and backward of the answers `part` (laid out in `layout`) of a minibatch of sizes
-    /// `norm`: their gradients and their share of the update's statistics. With `single`, the
-    /// forward's own log-probabilities become the answers' old ones in `sc`.
+    /// Forward (with the gate matrices `mats`) and backward of the answers `part` (laid out in
+    /// `layout`) of a minibatch of sizes `norm`: their gradients and their share of the update's
+    /// statistics. With `single`, the forward's own log-probabilities become the answers' old
+    /// ones in `sc`.
     fn micro_update(
         &self,
-        t: u64,
+        mats: Option<&GateMatrices>,
         part: &[usize],
         layout: &Layout,
         norm: Norm,
@@ -405,11 +410,10 @@ impl RlState {
         let cfg = &self.cfg;
         let dev = self.trainer.model.device().clone();
         let r_len = layout.r_len;
-        let mats = self.trainer.gate_matrices(t)?;
         let head = self.head();
         let out = token_outputs(
             &self.trainer.model,
-            mats.as_ref(),
+            mats,
             layout,
             cfg.rollout.temperature,
             true,
@@ -417,7 +421,6 @@ impl RlState {
         )?;
         let old = if single {
             let o = out.logp.detach();
-            sc.old_logp.resize(sc.ref_logp.len(), Vec::new());
             for (&i, row) in part.iter().zip(to_f64(&o)?) {
                 sc.old_logp[i] = row;
             }
