@@ -1,9 +1,12 @@
 //! HF folder → GGUF files (F32 / F16 / BF16 / Q8_0 / Q4_K_M) in one pass: each source tensor
-//! is read once (memory-mapped safetensors), converted to f32, permuted where llama.cpp wants it,
-//! and quantized for every requested file in parallel; files are streamed (one tensor in memory
-//! at a time), written atomically, checksummed, and each gets an Ollama Modelfile.
+//! is read once (positioned reads, large tensors in slices of rows), converted to f32, permuted
+//! where llama.cpp wants it, and quantized for every requested file in parallel while the next
+//! slice is read and the previous encodings are written; files are streamed (a slice or two in
+//! memory), written atomically, checksummed, and each gets an Ollama Modelfile.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -180,21 +183,162 @@ fn tensor_types(q: Quant, tensors: &[TensorPlan], mix: &quant::mix::MixContext) 
         .collect()
 }
 
-/// The f32 values of a planned tensor.
-fn load(w: &SourceTensors, t: &TensorPlan) -> Result<Vec<f32>> {
+/// Values per slice of a large tensor that the export reads, quantizes and writes at a time.
+const SLICE_VALUES: usize = 1 << 24;
+
+/// The row ranges a planned tensor is exported in: slices of about [`SLICE_VALUES`] values
+/// for a tensor read straight from the source, all rows at once for one that is computed or
+/// whose rows llama.cpp permutes (those are small).
+fn slices(t: &TensorPlan) -> Vec<Range<usize>> {
+    let row_len = t.row_len().max(1);
+    let rows = t.shape.iter().product::<usize>() / row_len;
+    let sliceable = matches!(
+        t.source,
+        Source::Hf {
+            permute_heads: None,
+            ..
+        }
+    );
+    if !sliceable || rows == 0 {
+        return std::iter::once(0..rows).collect();
+    }
+    let step = (SLICE_VALUES / row_len).max(1);
+    (0..rows)
+        .step_by(step)
+        .map(|r| r..(r + step).min(rows))
+        .collect()
+}
+
+/// The f32 values of rows `rows` of a planned tensor (a range from [`slices`]).
+fn load(w: &SourceTensors, t: &TensorPlan, rows: Range<usize>) -> Result<Vec<f32>> {
     match &t.source {
         Source::Values(v) => Ok(v.clone()),
         Source::Hf {
             name,
-            permute_heads,
-        } => {
-            let v = w.read_f32(name)?;
-            match permute_heads {
-                Some(h) => permute_rows(&v, t.shape[0], t.shape[1], *h),
-                None => Ok(v),
+            permute_heads: Some(h),
+        } => permute_rows(&w.read_f32(name)?, t.shape[0], t.shape[1], *h),
+        Source::Hf {
+            name,
+            permute_heads: None,
+        } => w.read_f32_range(name, rows.start * t.row_len()..rows.end * t.row_len()),
+    }
+}
+
+/// An output file being written: its flavour, its writer and the tensors' storage types.
+type Output = (Quant, GgufWriter, Vec<TensorSpec>);
+
+/// One slice of rows of tensor `tensor` in f32, `last` for the tensor's final slice.
+struct Slice {
+    tensor: usize,
+    last: bool,
+    data: Vec<f32>,
+}
+
+/// Streams the tensors, in slices of rows, through three overlapping stages: a reader thread
+/// loads the next slice while the current one is quantized for every file (rayon), and one
+/// thread per file writes and hashes the encodings. Rendezvous channels keep at most two slices
+/// and two encodings per file in memory, so the peak stays far under one large tensor's f32
+/// size. Returns the writers, every tensor written.
+fn stream_tensors(
+    weights: &SourceTensors,
+    tensors: &[TensorPlan],
+    outputs: Vec<Output>,
+    progress: Option<&ProgressFn>,
+) -> Result<Vec<(Quant, GgufWriter)>> {
+    let total_bytes: u64 = tensors
+        .iter()
+        .map(|t| t.shape.iter().product::<usize>() as u64 * 4)
+        .sum();
+    std::thread::scope(|s| {
+        let (src_tx, src_rx) = mpsc::sync_channel::<Result<Slice>>(0);
+        s.spawn(move || {
+            for (i, t) in tensors.iter().enumerate() {
+                let parts = slices(t);
+                let n = parts.len();
+                for (k, rows) in parts.into_iter().enumerate() {
+                    let r = load(weights, t, rows).map(|data| Slice {
+                        tensor: i,
+                        last: k + 1 == n,
+                        data,
+                    });
+                    let failed = r.is_err();
+                    if src_tx.send(r).is_err() || failed {
+                        return;
+                    }
+                }
+            }
+        });
+        let mut sinks = Vec::new();
+        let mut types = Vec::new();
+        for (q, mut w, specs) in outputs {
+            let (tx, rx) = mpsc::sync_channel::<(usize, Vec<u8>)>(0);
+            let handle = s.spawn(move || -> Result<GgufWriter> {
+                for (i, bytes) in rx {
+                    w.write_tensor_part(i, &bytes)?;
+                }
+                Ok(w)
+            });
+            types.push(specs.iter().map(|t| t.ty).collect::<Vec<_>>());
+            sinks.push((q, tx, handle));
+        }
+        let mut failure = None;
+        let mut done_bytes = 0u64;
+        'slices: for slice in src_rx.iter() {
+            let Slice {
+                tensor: i,
+                last,
+                data,
+            } = match slice {
+                Ok(s) => s,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            };
+            let t = &tensors[i];
+            let encoded: Result<Vec<Vec<u8>>> = types
+                .par_iter()
+                .map(|ty| quant::quantize_rows(ty[i], &data, t.row_len()))
+                .collect();
+            let encoded = match encoded {
+                Ok(e) => e,
+                Err(e) => {
+                    failure = Some(Error::Export(format!("{}: {e}", t.name)));
+                    break;
+                }
+            };
+            for ((_, tx, _), bytes) in sinks.iter().zip(encoded) {
+                if tx.send((i, bytes)).is_err() {
+                    break 'slices; // that writer failed: its error comes from join below
+                }
+            }
+            done_bytes += data.len() as u64 * 4;
+            if let Some(cb) = progress {
+                cb(
+                    i + usize::from(last),
+                    tensors.len(),
+                    done_bytes,
+                    total_bytes,
+                );
             }
         }
-    }
+        drop(src_rx); // a reader still loading stops at its next send
+        let mut written = Vec::new();
+        for (q, tx, handle) in sinks {
+            drop(tx);
+            match handle.join() {
+                Ok(Ok(w)) => written.push((q, w)),
+                Ok(Err(e)) => {
+                    failure.get_or_insert(e);
+                }
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(written),
+        }
+    })
 }
 
 /// Exports `opts.model` into `opts.out`.
@@ -280,23 +424,7 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport> {
         let path = opts.out.join(format!("{}-{}.gguf", opts.name, q.name()));
         writers.push((q, GgufWriter::create(&path, md, specs.clone())?, specs));
     }
-    let total_bytes: u64 = params * 4;
-    let mut done_bytes = 0u64;
-    for (i, t) in p.tensors.iter().enumerate() {
-        let data = load(&weights, t)?;
-        let encoded: Vec<Vec<u8>> = writers
-            .par_iter()
-            .map(|(_, _, specs)| quant::quantize_rows(specs[i].ty, &data, t.row_len()))
-            .collect::<Result<_>>()
-            .map_err(|e| Error::Export(format!("{}: {e}", t.name)))?;
-        for ((_, w, _), bytes) in writers.iter_mut().zip(encoded) {
-            w.write_tensor(i, &bytes)?;
-        }
-        done_bytes += data.len() as u64 * 4;
-        if let Some(cb) = &opts.progress {
-            cb(i + 1, p.tensors.len(), done_bytes, total_bytes);
-        }
-    }
+    let writers = stream_tensors(&weights, &p.tensors, writers, opts.progress.as_ref())?;
     let roles = template.map(RoleFormat::derive).transpose()?;
     let eos = tok.as_ref().and_then(|t| t.eos_token.clone());
     let stops = roles
@@ -304,7 +432,7 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport> {
         .map(|r| r.stops(eos.as_deref()))
         .unwrap_or_default();
     let mut files = Vec::new();
-    for (q, w, _) in writers {
+    for (q, w) in writers {
         let s = w.finish()?;
         let file_name = s
             .path

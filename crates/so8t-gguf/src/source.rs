@@ -12,6 +12,9 @@ use serde_json::Value as Json;
 
 use crate::error::{Error, Result};
 
+/// Bytes read from the file at a time.
+const READ_SLICE: usize = 8 << 20;
+
 /// Where one tensor lies.
 #[derive(Debug, Clone)]
 struct Entry {
@@ -131,6 +134,11 @@ impl SourceTensors {
 
     /// The values of `name` as f32 (F32, F16, BF16 or F64 sources).
     pub fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
+        self.read_f32_range(name, 0..usize::MAX)
+    }
+
+    /// Values `range` (in row-major element order, clipped to the tensor) of `name` as f32.
+    pub fn read_f32_range(&self, name: &str, range: std::ops::Range<usize>) -> Result<Vec<f32>> {
         let e = self
             .entries
             .get(name)
@@ -156,26 +164,38 @@ impl SourceTensors {
                 e.dtype
             )));
         }
-        let mut raw = vec![0u8; count * width];
-        f.read_exact_at(&mut raw, e.start)
-            .map_err(|x| io(path, x))?;
-        Ok(match width {
-            4 => raw
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            8 => raw
-                .chunks_exact(8)
-                .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
-                .collect(),
-            _ if e.dtype == "F16" => raw
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            _ => raw
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-        })
+        let (first, last) = (range.start.min(count), range.end.min(count));
+        let n_values = last.saturating_sub(first);
+        let end = e.start + (last * width) as u64;
+        // Read and convert in slices, so that the raw bytes of a large tensor are never all in
+        // memory beside its f32 values.
+        let mut out: Vec<f32> = Vec::with_capacity(n_values);
+        let mut raw = vec![0u8; (READ_SLICE / width * width).min(n_values * width)];
+        let mut at = e.start + (first * width) as u64;
+        while at < end {
+            let n = raw.len().min((end - at) as usize);
+            let buf = &mut raw[..n];
+            f.read_exact_at(buf, at).map_err(|x| io(path, x))?;
+            at += n as u64;
+            match width {
+                4 => out.extend(
+                    buf.chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                ),
+                8 => out.extend(
+                    buf.chunks_exact(8)
+                        .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32),
+                ),
+                _ if e.dtype == "F16" => out.extend(
+                    buf.chunks_exact(2)
+                        .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
+                ),
+                _ => out.extend(
+                    buf.chunks_exact(2)
+                        .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
+                ),
+            }
+        }
+        Ok(out)
     }
 }

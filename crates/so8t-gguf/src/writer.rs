@@ -122,6 +122,8 @@ pub struct GgufWriter {
     file: Option<HashingFile>,
     plan: Vec<Planned>,
     next: usize,
+    /// Bytes of tensor `next` written so far by [`GgufWriter::write_tensor_part`].
+    partial: u64,
     alignment: u64,
     data_offset: u64,
 }
@@ -280,6 +282,7 @@ impl GgufWriter {
                 })
                 .collect(),
             next: 0,
+            partial: 0,
             alignment,
             data_offset,
         };
@@ -339,6 +342,60 @@ impl GgufWriter {
         bytes: &[u8],
     ) -> Result<()> {
         let which = which.into();
+        let p = self.check_next(which)?;
+        if self.partial > 0 || p.n_bytes != bytes.len() as u64 {
+            let after = match self.partial {
+                0 => String::new(),
+                n => format!(" after {n} written in parts"),
+            };
+            return Err(self.bad(format!(
+                "tensor '{}' must have {} bytes, got {}{after}",
+                p.name,
+                p.n_bytes,
+                bytes.len()
+            )));
+        }
+        self.write_tensor_part(which, bytes)
+    }
+
+    /// Writes the next piece of the next tensor's bytes (`which` names that tensor); once its
+    /// pieces add up to its size, the padding up to the following tensor. Lets a large tensor
+    /// be produced and written a slice of rows at a time.
+    pub fn write_tensor_part<'a>(
+        &mut self,
+        which: impl Into<TensorRef<'a>>,
+        bytes: &[u8],
+    ) -> Result<()> {
+        let p = self.check_next(which.into())?;
+        let done = self.partial + bytes.len() as u64;
+        if done > p.n_bytes {
+            return Err(self.bad(format!(
+                "tensor '{}' must have {} bytes, got {done}",
+                p.name, p.n_bytes
+            )));
+        }
+        let start = self.data_offset + p.offset;
+        let end = align_up(start + p.n_bytes, self.alignment).expect("checked in create");
+        let complete = done == p.n_bytes;
+        debug_assert_eq!(self.written(), start + self.partial);
+        self.io(|f| {
+            f.put(bytes)?;
+            if complete {
+                f.pad_to(end)?;
+            }
+            Ok(())
+        })?;
+        if complete {
+            self.next += 1;
+            self.partial = 0;
+        } else {
+            self.partial = done;
+        }
+        Ok(())
+    }
+
+    /// The plan of the next tensor, when `which` names it.
+    fn check_next(&self, which: TensorRef<'_>) -> Result<Planned> {
         let Some(p) = self.plan.get(self.next) else {
             return Err(self.bad(format!(
                 "{which:?}: all {} tensors are written",
@@ -355,23 +412,7 @@ impl GgufWriter {
                 self.next, p.name
             )));
         }
-        if bytes.len() as u64 != p.n_bytes {
-            return Err(self.bad(format!(
-                "tensor '{}' must have {} bytes, got {}",
-                p.name,
-                p.n_bytes,
-                bytes.len()
-            )));
-        }
-        let start = self.data_offset + p.offset;
-        let end = align_up(start + p.n_bytes, self.alignment).expect("checked in create");
-        debug_assert_eq!(self.written(), start);
-        self.io(|f| {
-            f.put(bytes)?;
-            f.pad_to(end)
-        })?;
-        self.next += 1;
-        Ok(())
+        Ok(p.clone())
     }
 
     /// Checks that every tensor was written, flushes and fsyncs the file, renames it into place

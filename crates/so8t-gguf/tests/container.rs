@@ -372,6 +372,43 @@ fn file_without_tensors() {
     assert_eq!(s.bytes, f.file_len());
 }
 
+/// Tensors written in uneven pieces give the same file as whole writes; a piece past the
+/// tensor's size and a whole write after pieces are refused.
+#[test]
+fn tensors_written_in_parts_equal_whole_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (specs, data) = specs_and_data();
+    let whole = write_file(&dir.path().join("whole.gguf"), vec![], specs.clone(), &data);
+    let mut w = GgufWriter::create(dir.path().join("parts.gguf"), vec![], specs.clone()).unwrap();
+    for (i, bytes) in data.iter().enumerate() {
+        let cut = bytes.len() / 3;
+        if bytes.is_empty() {
+            w.write_tensor_part(i, bytes).unwrap(); // a zero-byte tensor is complete at once
+            continue;
+        }
+        for piece in [&bytes[..cut], &bytes[cut..cut], &bytes[cut..]] {
+            w.write_tensor_part(i, piece).unwrap();
+        }
+    }
+    let parts = w.finish().unwrap();
+    assert_eq!(parts.sha256, whole.sha256);
+    assert_eq!(parts.bytes, whole.bytes);
+
+    let mut w = GgufWriter::create(dir.path().join("bad.gguf"), vec![], specs).unwrap();
+    w.write_tensor_part(0, &data[0][..10]).unwrap();
+    let e = w.write_tensor(0, &data[0]).unwrap_err().to_string();
+    assert!(e.contains("after 10 written in parts"), "{e}");
+    let e = w.write_tensor_part(0, &data[0]).unwrap_err().to_string();
+    assert!(
+        e.contains(&format!(
+            "must have {} bytes, got {}",
+            data[0].len(),
+            data[0].len() + 10
+        )),
+        "{e}"
+    );
+}
+
 #[test]
 fn writer_refuses_bad_input_and_cleans_up() {
     let dir = tempfile::tempdir().unwrap();

@@ -379,3 +379,42 @@ fn sentencepiece_vocabularies_tokenize_like_hf() {
     let rel = last_rel(&so8t_logits(&model, &ids), &r["logits"]);
     assert!(rel <= 1e-3, "llama.cpp logits differ by {rel} (relative)");
 }
+
+/// A tensor that fails to load half-way through the stream (an integer dtype) stops the export
+/// with an error naming it, every writer thread ends, and no partial file is left behind.
+#[test]
+fn a_failure_mid_stream_names_the_tensor_and_leaves_no_file() {
+    let t = tempfile::tempdir().unwrap();
+    let model = tiny(t.path(), Arch::Llama);
+    let st = model.join("model.safetensors");
+    let mut bytes = std::fs::read(&st).unwrap();
+    let needle = br#""model.layers.1.mlp.down_proj.weight":{"dtype":"F32""#;
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("the tiny model's header lists the tensor as F32");
+    let dtype = at + needle.len() - 4;
+    bytes[dtype..dtype + 3].copy_from_slice(b"I32");
+    std::fs::write(&st, &bytes).unwrap();
+    let out = t.path().join("o");
+    let e = export(&ExportOptions {
+        model,
+        out: out.clone(),
+        quants: vec![Quant::F16, Quant::Q8_0, Quant::Q4KM],
+        name: "m".into(),
+        system: None,
+        tokenizer_pre: None,
+        progress: None,
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("model.layers.1.mlp.down_proj.weight") && e.contains("I32"),
+        "{e}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|d| d.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "files left behind: {left:?}");
+}

@@ -5,9 +5,12 @@
 //! 12 bytes of packed scales/mins, 128 bytes of nibbles; `block_q5_K` adds 32 bytes of high bits
 //! `qh` before the nibbles). Algorithms are `quantize_row_q{4,5}_K_ref` and `make_qkx2_quants` of
 //! `ggml/src/ggml-quants.c`, the path `llama-quantize` takes without an importance matrix. The
-//! float operations keep llama.cpp's order, so results are bit-identical.
+//! float operations keep llama.cpp's order, so results are bit-identical. The per-sub-block
+//! search runs eight sub-blocks at once ([`super::lanes`]); the scalar `make_qkx2_quants` stays
+//! here as the reference the tests hold it to.
 
 use super::float::{read_f16, round_f16, write_f16};
+use super::lanes::{self, SUB8};
 
 /// Weights per K-quant super-block.
 pub(crate) const QK_K: usize = 256;
@@ -20,9 +23,10 @@ pub(crate) fn nearest_int(v: f32) -> i32 {
     (t & 0x007f_ffff) - 0x0040_0000
 }
 
-/// ggml's `make_qkx2_quants`: fits `x ≈ scale·L + min` (`L` in `0..=nmax`, `min ≤ 0`) by a
+/// ggml's `make_qkx2_quants` (scalar reference of [`lanes::fit_qkx2_x8`]): fits `x ≈ scale·L + min` (`L` in `0..=nmax`, `min ≤ 0`) by a
 /// weighted least-squares search over `nstep + 1` trial inverse scales. Returns
 /// `(scale, -min)` and leaves the levels in `l`.
+#[cfg(test)]
 #[allow(clippy::too_many_arguments)]
 fn make_qkx2_quants(
     nmax: i32,
@@ -169,14 +173,16 @@ fn pack_scales_and_requantize(
     }
 }
 
-/// Per-sub-block fit shared by Q4_K and Q5_K: weights `rms + |x|`, then `make_qkx2_quants`.
-fn fit_sub_blocks(
+/// Per-sub-block fit shared by Q4_K and Q5_K: weights `rms + |x|`, then `make_qkx2_quants`
+/// (scalar reference).
+#[cfg(test)]
+pub(crate) fn fit_sub_blocks(
     x: &[f32],
     nmax: i32,
     rmin: f32,
     rdelta: f32,
     nstep: i32,
-    big_l: &mut [u8; QK_K],
+    big_l: &mut [u8],
 ) -> ([f32; 8], [f32; 8]) {
     let mut scales = [0.0f32; 8];
     let mut mins = [0.0f32; 8];
@@ -201,11 +207,66 @@ fn fit_sub_blocks(
     (scales, mins)
 }
 
-/// Q4_K, as `quantize_row_q4_K_ref`.
-pub(crate) fn quantize_q4_k(src: &[f32], out: &mut [u8]) {
+/// How a super-block's eight sub-blocks are fitted. A trait rather than a closure so that the
+/// chosen fit inlines into the AVX2 copy of the caller.
+pub(crate) trait Fit {
+    /// Fits `x` (256 weights): the scales and negated mins, the levels in `levels`.
+    fn fit(
+        x: &[f32],
+        nmax: i32,
+        rmin: f32,
+        rdelta: f32,
+        nstep: i32,
+        levels: &mut [u8],
+    ) -> ([f32; SUB8], [f32; SUB8]);
+}
+
+/// The eight sub-blocks searched at once ([`lanes::fit_qkx2_x8`]).
+pub(crate) struct LaneFit<V>(std::marker::PhantomData<V>);
+
+impl<V: lanes::Lanes8> Fit for LaneFit<V> {
+    #[inline(always)]
+    fn fit(
+        x: &[f32],
+        nmax: i32,
+        rmin: f32,
+        rdelta: f32,
+        nstep: i32,
+        levels: &mut [u8],
+    ) -> ([f32; SUB8], [f32; SUB8]) {
+        lanes::fit_qkx2_x8::<V>(x, nmax, rmin, rdelta, nstep, levels)
+    }
+}
+
+/// One sub-block after the other with the scalar reference.
+#[cfg(test)]
+pub(crate) struct ScalarFit;
+
+#[cfg(test)]
+impl Fit for ScalarFit {
+    fn fit(
+        x: &[f32],
+        nmax: i32,
+        rmin: f32,
+        rdelta: f32,
+        nstep: i32,
+        levels: &mut [u8],
+    ) -> ([f32; SUB8], [f32; SUB8]) {
+        fit_sub_blocks(x, nmax, rmin, rdelta, nstep, levels)
+    }
+}
+
+lanes::avx2_dispatch! {
+    /// Q4_K, as `quantize_row_q4_K_ref`.
+    pub(crate) fn quantize_q4_k(src: &[f32], out: &mut [u8]) use V => q4_k_blocks::<LaneFit<V>>(src, out)
+}
+
+/// Q4_K with the sub-block fit `F`.
+#[inline(always)]
+pub(crate) fn q4_k_blocks<F: Fit>(src: &[f32], out: &mut [u8]) {
     let mut big_l = [0u8; QK_K];
     for (x, y) in src.chunks_exact(QK_K).zip(out.chunks_exact_mut(144)) {
-        let (scales, mins) = fit_sub_blocks(x, 15, -1.0, 0.1, 20, &mut big_l);
+        let (scales, mins) = F::fit(x, 15, -1.0, 0.1, 20, &mut big_l);
         let (dd, rest) = y.split_at_mut(4);
         let (packed, qs) = rest.split_at_mut(12);
         pack_scales_and_requantize(x, &scales, &mins, 15, dd, packed, &mut big_l);
@@ -240,11 +301,17 @@ pub(crate) fn dequantize_q4_k(data: &[u8], out: &mut [f32]) {
     }
 }
 
-/// Q5_K, as `quantize_row_q5_K_ref`.
-pub(crate) fn quantize_q5_k(src: &[f32], out: &mut [u8]) {
+lanes::avx2_dispatch! {
+    /// Q5_K, as `quantize_row_q5_K_ref`.
+    pub(crate) fn quantize_q5_k(src: &[f32], out: &mut [u8]) use V => q5_k_blocks::<LaneFit<V>>(src, out)
+}
+
+/// Q5_K with the sub-block fit `F`.
+#[inline(always)]
+pub(crate) fn q5_k_blocks<F: Fit>(src: &[f32], out: &mut [u8]) {
     let mut big_l = [0u8; QK_K];
     for (x, y) in src.chunks_exact(QK_K).zip(out.chunks_exact_mut(176)) {
-        let (scales, mins) = fit_sub_blocks(x, 31, -0.5, 0.1, 15, &mut big_l);
+        let (scales, mins) = F::fit(x, 31, -0.5, 0.1, 15, &mut big_l);
         let (dd, rest) = y.split_at_mut(4);
         let (packed, rest) = rest.split_at_mut(12);
         let (qh, ql) = rest.split_at_mut(32);

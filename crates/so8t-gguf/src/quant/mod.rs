@@ -8,6 +8,7 @@
 mod float;
 mod klow;
 mod kquants;
+mod lanes;
 mod legacy;
 pub mod mix;
 mod q6_k;

@@ -4,17 +4,18 @@
 //! Layout from llama.cpp's `ggml/src/ggml-common.h` (`block_q6_K`: 128 bytes low nibbles `ql`,
 //! 64 bytes high 2-bit pairs `qh`, 16 × i8 `scales`, f16 `d`). Algorithm is
 //! `quantize_row_q6_K_ref` with `make_qx_quants(…, rmse_type = 1, NULL)` from
-//! `ggml/src/ggml-quants.c`, float operations in llama.cpp's order.
+//! `ggml/src/ggml-quants.c`, float operations in llama.cpp's order. The sixteen sub-block
+//! searches run at once ([`super::lanes`]); the scalar `make_qx_quants` is the tests' reference.
 
 use super::float::{read_f16, round_f16, write_f16};
 use super::kquants::{nearest_int, QK_K};
+use super::lanes::{self, GROUP_MAX_EPS, SUB16};
 
-/// ggml's threshold under which a group counts as all zero.
-const GROUP_MAX_EPS: f32 = 1e-15;
-
-/// ggml's `make_qx_quants` with `rmse_type = 1` and no importance weights: symmetric levels
+/// ggml's `make_qx_quants` (scalar reference of [`lanes::fit_qx_x16`]) with `rmse_type = 1` and
+/// no importance weights: symmetric levels
 /// `l + nmax` in `0..2·nmax`, scale refined over 19 trial inverse scales with weights `x²`.
-fn make_qx_quants(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f32 {
+#[cfg(test)]
+pub(crate) fn make_qx_quants(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f32 {
     let mut max = 0.0f32;
     let mut amax = 0.0f32;
     for &v in x {
@@ -67,20 +68,53 @@ fn make_qx_quants(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f32 {
     scale
 }
 
-/// Q6_K, as `quantize_row_q6_K_ref`.
-pub(crate) fn quantize_q6_k(src: &[f32], out: &mut [u8]) {
+/// How a super-block's sixteen sub-blocks are fitted (a trait so that it inlines into the AVX2
+/// copy of the caller).
+pub(crate) trait Fit16 {
+    /// Fits `x` (256 weights): the scales, the levels `l + nmax` in `levels`.
+    fn fit(x: &[f32], nmax: i32, levels: &mut [i8]) -> [f32; SUB16];
+}
+
+/// The sixteen sub-blocks searched at once ([`lanes::fit_qx_x16`]).
+pub(crate) struct LaneFit16<V>(std::marker::PhantomData<V>);
+
+impl<V: lanes::Lanes8> Fit16 for LaneFit16<V> {
+    #[inline(always)]
+    fn fit(x: &[f32], nmax: i32, levels: &mut [i8]) -> [f32; SUB16] {
+        lanes::fit_qx_x16::<V>(x, nmax, levels)
+    }
+}
+
+/// One sub-block after the other with the scalar reference.
+#[cfg(test)]
+pub(crate) struct ScalarFit16;
+
+#[cfg(test)]
+impl Fit16 for ScalarFit16 {
+    fn fit(x: &[f32], nmax: i32, levels: &mut [i8]) -> [f32; SUB16] {
+        let mut s = [0.0f32; SUB16];
+        for (ib, v) in s.iter_mut().enumerate() {
+            let r = 16 * ib..16 * ib + 16;
+            *v = make_qx_quants(nmax, &x[r.clone()], &mut levels[r]);
+        }
+        s
+    }
+}
+
+lanes::avx2_dispatch! {
+    /// Q6_K, as `quantize_row_q6_K_ref`.
+    pub(crate) fn quantize_q6_k(src: &[f32], out: &mut [u8]) use V => q6_k_blocks::<LaneFit16<V>>(src, out)
+}
+
+/// Q6_K with the sub-block fit `F`.
+#[inline(always)]
+pub(crate) fn q6_k_blocks<F: Fit16>(src: &[f32], out: &mut [u8]) {
     let mut big_l = [0i8; QK_K];
-    let mut scales = [0.0f32; 16];
     for (x, y) in src.chunks_exact(QK_K).zip(out.chunks_exact_mut(210)) {
         let mut max_scale = 0.0f32;
         let mut max_abs_scale = 0.0f32;
-        for ib in 0..16 {
-            let s = make_qx_quants(
-                32,
-                &x[16 * ib..16 * ib + 16],
-                &mut big_l[16 * ib..16 * ib + 16],
-            );
-            scales[ib] = s;
+        let scales = F::fit(x, 32, &mut big_l);
+        for &s in &scales {
             if s.abs() > max_abs_scale {
                 max_abs_scale = s.abs();
                 max_scale = s;
