@@ -25,6 +25,7 @@ pub mod optim;
 pub mod pet;
 pub mod prepare;
 pub mod preset;
+mod profile;
 mod recompute;
 pub mod rl;
 pub mod run;

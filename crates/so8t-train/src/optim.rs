@@ -146,16 +146,17 @@ pub fn clip_grad_norm(
     vars: &BTreeMap<String, Var>,
     max_norm: Option<f64>,
 ) -> Result<f64> {
-    let mut sq = 0f64;
+    // One read from the device for all tensors (a read per tensor waits for the queue each time).
+    let mut parts = Vec::new();
     for v in vars.values() {
         if let Some(g) = grads.get(v.as_tensor()) {
-            sq += g
-                .to_dtype(DType::F64)?
-                .sqr()?
-                .sum_all()?
-                .to_scalar::<f64>()?;
+            parts.push(g.to_dtype(DType::F64)?.sqr()?.sum_all()?.reshape(1)?);
         }
     }
+    let sq = match parts.len() {
+        0 => 0.0,
+        _ => Tensor::cat(&parts, 0)?.sum_all()?.to_scalar::<f64>()?,
+    };
     let norm = sq.sqrt();
     if !norm.is_finite() {
         return Err(Error::invalid(

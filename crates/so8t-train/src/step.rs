@@ -16,6 +16,7 @@ use crate::batch::Batch;
 use crate::error::{Error, Result};
 use crate::optim::{clip_grad_norm, learning_rate, AdamW, AdamWConfig, LrDecay};
 use crate::pet::pet_loss;
+use crate::profile::Phases;
 use crate::recompute::checkpointed_grads;
 use crate::schedule::{AlphaSchedule, PetPhase, PetSchedule};
 
@@ -254,7 +255,16 @@ impl Trainer {
     /// The loss terms of one micro-batch at optimizer step `t` (0-based): (total, ce, λ·pet,
     /// orth), differentiable with respect to the optimizer's variables.
     pub fn losses(&self, b: &Batch, t: u64) -> Result<Losses> {
-        let mats = self.gate_matrices(t)?;
+        // The rotations once: the blend matrices and L_orth share them (and their backward).
+        let rots = self.gate_rotations()?;
+        let mats = match &rots {
+            Some(r) => Some(So8Gates::matrices_from(
+                r,
+                &self.alpha(t)?,
+                self.model.cfg.num_hidden_layers,
+            )?),
+            None => None,
+        };
         let hidden = self.model.hidden_states(
             &b.input_ids,
             Forward {
@@ -266,7 +276,7 @@ impl Trainer {
             },
         )?;
         let (loss, ce, pet) = self.head_losses(&hidden, b, t)?;
-        let orth = self.orth_loss()?;
+        let orth = self.orth_loss_of(rots.as_ref())?;
         Ok((self.add_orth(loss, orth.as_ref())?, ce, pet, orth))
     }
 
@@ -334,10 +344,30 @@ impl Trainer {
         Ok((loss, ce, pet))
     }
 
+    /// The gates' rotations, layer → R (tracked: they depend on the generators); all layers
+    /// in one rotation op.
+    pub(crate) fn gate_rotations(&self) -> Result<Option<BTreeMap<usize, Tensor>>> {
+        match &self.gates {
+            Some(g) => Ok(Some(g.rotations()?)),
+            None => Ok(None),
+        }
+    }
+
     /// L_orth of the gates (None without gates or with a zero weight).
     pub(crate) fn orth_loss(&self) -> Result<Option<Tensor>> {
-        match &self.gates {
-            Some(g) => Ok(g.orthogonality_loss(self.cfg.gates.orthogonal_reg)?),
+        self.orth_loss_of(self.gate_rotations()?.as_ref())
+    }
+
+    /// L_orth of rotations that [`Self::gate_rotations`] returned.
+    pub(crate) fn orth_loss_of(
+        &self,
+        rots: Option<&BTreeMap<usize, Tensor>>,
+    ) -> Result<Option<Tensor>> {
+        match rots {
+            Some(r) => Ok(So8Gates::orthogonality_loss_from(
+                r,
+                self.cfg.gates.orthogonal_reg,
+            )?),
             None => Ok(None),
         }
     }
@@ -375,9 +405,14 @@ impl Trainer {
                 Ok(if self.cfg.gradient_checkpointing {
                     checkpointed_grads(self, b, t, n)?
                 } else {
+                    let mut phases = Phases::start(self.model.device())?;
                     let (loss, ce, pet, orth) = self.losses(b, t)?;
+                    phases.mark("forward")?;
                     let v = LossValues::of(&loss, &ce, pet.as_ref(), orth.as_ref())?;
-                    (v, (loss / n)?.backward()?)
+                    let g = (loss / n)?.backward()?;
+                    phases.mark("backward")?;
+                    phases.log("micro-batch");
+                    (v, g)
                 })
             })?;
             sum.loss += v.loss / n;
@@ -398,7 +433,9 @@ impl Trainer {
         let (v, mut grads) = self.gradients(micro, t)?;
         let tokens = micro.iter().map(|b| b.tokens).sum();
         let targets = micro.iter().map(|b| b.targets).sum();
+        let mut phases = Phases::start(self.model.device())?;
         let grad_norm = clip_grad_norm(&mut grads, self.opt.vars(), self.cfg.grad_clip)?;
+        phases.mark("clip")?;
         let lr = learning_rate(
             self.cfg.optim.lr,
             self.cfg.lr_decay,
@@ -407,6 +444,8 @@ impl Trainer {
             self.cfg.total_steps,
         );
         self.opt.update(&grads, lr)?;
+        phases.mark("AdamW")?;
+        phases.log("optimizer step");
         let pet_cfg = self.cfg.pet.unwrap_or_default();
         Ok(StepMetrics {
             step: self.opt.step,

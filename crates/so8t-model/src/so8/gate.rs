@@ -211,7 +211,13 @@ impl CustomOp1 for RotationOp {
 }
 
 /// Rotations [nb, 8, 8] of a generator tensor [nb, 28]; differentiable with respect to it.
+/// On the CPU (and for Cayley) a custom op computes them in f64 per block; on a GPU the
+/// exponential is composed from batched tensor ops ([`super::composed`]) so that nothing goes
+/// through the host.
 pub fn rotations(generator: &Tensor, method: RotationMethod) -> Result<Tensor> {
+    if method == RotationMethod::Exp && generator.device().is_cuda() {
+        return super::composed::rotations_composed(&generator.contiguous()?);
+    }
     Ok(generator.contiguous()?.apply_op1(RotationOp(method))?)
 }
 
@@ -407,24 +413,48 @@ impl So8Gates {
         })
     }
 
-    /// The rotation R [nb, 8, 8] of every gated layer.
+    /// The rotation R [nb, 8, 8] of every gated layer. All layers go through one rotation op,
+    /// so on a GPU the forward pass is one host round trip for all of them and the backward
+    /// pass another, whatever the number of gated layers.
     pub fn rotations(&self) -> Result<BTreeMap<usize, Tensor>> {
-        self.generators
-            .iter()
-            .map(|(&l, g)| Ok((l, rotations(g, self.method)?)))
-            .collect()
+        if self.generators.len() < 2 {
+            return self
+                .generators
+                .iter()
+                .map(|(&l, g)| Ok((l, rotations(g, self.method)?)))
+                .collect();
+        }
+        let gens: Vec<&Tensor> = self.generators.values().collect();
+        let all = rotations(&Tensor::cat(&gens, 0)?, self.method)?;
+        let mut out = BTreeMap::new();
+        let mut at = 0;
+        for (&l, g) in &self.generators {
+            let nb = g.dim(0)?;
+            out.insert(l, all.narrow(0, at, nb)?);
+            at += nb;
+        }
+        Ok(out)
     }
 
     /// The blend matrices M for the forward pass of a model with `num_layers` layers.
     pub fn matrices(&self, alpha: &Tensor, num_layers: usize) -> Result<GateMatrices> {
+        Self::matrices_from(&self.rotations()?, alpha, num_layers)
+    }
+
+    /// The blend matrices M of given rotations (layer → R, as [`Self::rotations`] returns).
+    pub fn matrices_from(
+        rotations: &BTreeMap<usize, Tensor>,
+        alpha: &Tensor,
+        num_layers: usize,
+    ) -> Result<GateMatrices> {
         let mut layers = vec![None; num_layers];
-        for (l, r) in self.rotations()? {
+        for (&l, r) in rotations {
             let slot = layers.get_mut(l).ok_or_else(|| {
                 Error::Gate(format!(
                     "gate for layer {l}, but the model has {num_layers} layers"
                 ))
             })?;
-            *slot = Some(blend(&r, alpha)?);
+            *slot = Some(blend(r, alpha)?);
         }
         Ok(GateMatrices { layers })
     }
@@ -452,10 +482,18 @@ impl So8Gates {
 
     /// L_orth = reg · mean over blocks of ‖RᵀR − I‖²_F, summed over layers (differentiable).
     pub fn orthogonality_loss(&self, reg: f64) -> Result<Option<Tensor>> {
+        Self::orthogonality_loss_from(&self.rotations()?, reg)
+    }
+
+    /// L_orth of given rotations (layer → R, as [`Self::rotations`] returns).
+    pub fn orthogonality_loss_from(
+        rotations: &BTreeMap<usize, Tensor>,
+        reg: f64,
+    ) -> Result<Option<Tensor>> {
         let mut total: Option<Tensor> = None;
-        for r in self.rotations()?.into_values() {
+        for r in rotations.values() {
             let eye = Tensor::eye(8, r.dtype(), r.device())?.unsqueeze(0)?;
-            let rtr = r.transpose(1, 2)?.matmul(&r)?.broadcast_sub(&eye)?;
+            let rtr = r.transpose(1, 2)?.matmul(r)?.broadcast_sub(&eye)?;
             let per_block = rtr.sqr()?.sum(D::Minus1)?.sum(D::Minus1)?; // [nb]
             let l = (per_block.mean_all()? * reg)?;
             total = Some(match total {

@@ -1,5 +1,6 @@
 //! SO(8) rotation gates: generators, rotations, blending, application and the gates file.
 
+pub mod composed;
 pub mod expm;
 mod gate;
 
