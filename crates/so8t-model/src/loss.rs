@@ -24,6 +24,9 @@ pub fn shifted_cross_entropy(
     if logits.device().is_cpu() && logits.dtype() == DType::F32 {
         return fused_cross_entropy(logits, input_ids, label_mask, attention_mask);
     }
+    if crate::fused::applies(logits) {
+        return device_cross_entropy(logits, input_ids, label_mask, attention_mask);
+    }
     let dt = logits.dtype();
     let pred = logits.narrow(1, 0, t - 1)?.reshape((b * (t - 1), v))?;
     let target = input_ids
@@ -42,6 +45,43 @@ pub fn shifted_cross_entropy(
         ));
     }
     Ok(((picked * w)?.sum_all()?.neg()? / count)?)
+}
+
+/// The CUDA path of [`shifted_cross_entropy`]: targets and weights are built on the device
+/// (every row's last position weighted 0, so the logits need no shifted copy), one read from
+/// the device checks the count and the largest target, and a fused kernel per direction
+/// computes the per-row losses ([`crate::fused::cross_entropy_rows`]).
+fn device_cross_entropy(
+    logits: &Tensor,
+    input_ids: &Tensor,
+    label_mask: &Tensor,
+    attention_mask: &Tensor,
+) -> Result<Tensor> {
+    let (b, t, v) = logits.dims3()?;
+    let dev = logits.device();
+    let zeros_u = Tensor::zeros((b, 1), DType::U32, dev)?;
+    let zeros_f = Tensor::zeros((b, 1), DType::F32, dev)?;
+    let ids = input_ids.to_dtype(DType::U32)?;
+    let targets = Tensor::cat(&[&ids.narrow(1, 1, t - 1)?, &zeros_u], 1)?.reshape(b * t)?;
+    let w = (label_mask.to_dtype(DType::F32)? * attention_mask.to_dtype(DType::F32)?)?;
+    let w = Tensor::cat(&[&w.narrow(1, 1, t - 1)?, &zeros_f], 1)?.reshape(b * t)?;
+    let stats = Tensor::stack(&[w.sum_all()?, ids.max_all()?.to_dtype(DType::F32)?], 0)?
+        .to_vec1::<f32>()?;
+    if stats[0] <= 0.0 {
+        return Err(Error::Generation(
+            "no labelled target tokens in the batch".into(),
+        ));
+    }
+    if stats[1] as usize >= v {
+        return Err(Error::Generation(format!(
+            "target token {} is outside the vocabulary of {v}",
+            stats[1]
+        )));
+    }
+    let w = (w / f64::from(stats[0]))?;
+    let rows = crate::fused::cross_entropy_rows(&logits.reshape((b * t, v))?, &targets, &w)?
+        .ok_or_else(|| Error::Device("the fused cross-entropy does not apply here".into()))?;
+    Ok(rows.sum_all()?)
 }
 
 /// The CPU f32 path of [`shifted_cross_entropy`]: one custom op over the `[B·T, V]` logits that

@@ -160,6 +160,48 @@ __device__ void rope(const T* x, const float* cos, const float* sin, T* y, size_
   }
 }
 
+// ---- cross-entropy rows: loss[r] = w[r] · (logsumexp(x_r) − x_r[tg[r]]), one block per row -----
+// Rows with w = 0 cost nothing; the backward writes dx = g[r]·w[r]·(softmax(x_r) − onehot(tg[r])).
+template <typename T>
+__device__ void ce_fwd(const T* x, const unsigned* tg, const float* w, float* loss, int cols) {
+  const size_t r = blockIdx.x;
+  const float wr = w[r];
+  if (wr == 0.f) {
+    if (threadIdx.x == 0) loss[r] = 0.f;
+    return;
+  }
+  const T* xr = x + r * cols;
+  float mx = -INFINITY;
+  for (int i = threadIdx.x; i < cols; i += blockDim.x) mx = fmaxf(mx, to_f(xr[i]));
+  mx = block_max(mx);
+  float s = 0.f;
+  for (int i = threadIdx.x; i < cols; i += blockDim.x) s += expf(to_f(xr[i]) - mx);
+  s = block_sum(s);
+  if (threadIdx.x == 0) loss[r] = wr * (mx + logf(s) - to_f(xr[tg[r]]));
+}
+
+template <typename T>
+__device__ void ce_bwd(const T* x, const unsigned* tg, const float* w, const float* g, T* dx,
+                       int cols) {
+  const size_t r = blockIdx.x;
+  const float c = g[r] * w[r];
+  T* dr = dx + r * cols;
+  if (c == 0.f) {
+    for (int i = threadIdx.x; i < cols; i += blockDim.x) dr[i] = from_f<T>(0.f);
+    return;
+  }
+  const T* xr = x + r * cols;
+  float mx = -INFINITY;
+  for (int i = threadIdx.x; i < cols; i += blockDim.x) mx = fmaxf(mx, to_f(xr[i]));
+  mx = block_max(mx);
+  float s = 0.f;
+  for (int i = threadIdx.x; i < cols; i += blockDim.x) s += expf(to_f(xr[i]) - mx);
+  const float lse = mx + logf(block_sum(s));
+  const int t = (int)tg[r];
+  for (int i = threadIdx.x; i < cols; i += blockDim.x)
+    dr[i] = from_f<T>(c * (expf(to_f(xr[i]) - lse) - (i == t ? 1.f : 0.f)));
+}
+
 #define INSTANTIATE(T, S)                                                                         \
   extern "C" __global__ void rmsnorm_fwd_##S(const T* x, const T* w, T* y, int cols, float eps) { \
     rmsnorm_fwd<T>(x, w, y, cols, eps);                                                           \
@@ -185,6 +227,14 @@ __device__ void rope(const T* x, const float* cos, const float* sin, T* y, size_
                                       size_t n, int heads, int t, int d, int half, int cos_b,     \
                                       float sign) {                                               \
     rope<T>(x, cos, sin, y, n, heads, t, d, half, cos_b, sign);                                   \
+  }                                                                                               \
+  extern "C" __global__ void ce_fwd_##S(const T* x, const unsigned* tg, const float* w,           \
+                                        float* loss, int cols) {                                  \
+    ce_fwd<T>(x, tg, w, loss, cols);                                                              \
+  }                                                                                               \
+  extern "C" __global__ void ce_bwd_##S(const T* x, const unsigned* tg, const float* w,           \
+                                        const float* g, T* dx, int cols) {                        \
+    ce_bwd<T>(x, tg, w, g, dx, cols);                                                             \
   }
 
 INSTANTIATE(float, f32)

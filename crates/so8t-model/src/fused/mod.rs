@@ -10,6 +10,8 @@ use candle_core::{DType, Tensor};
 
 use crate::error::Result;
 
+mod ce;
+
 /// True when the fused kernels may run on `x`: a CUDA tensor of f32 or bf16 in a CUDA build,
 /// unless `SO8T_FUSED=0`.
 pub fn applies(x: &Tensor) -> bool {
@@ -48,6 +50,20 @@ pub fn swiglu(gu: &Tensor) -> Result<Option<Tensor>> {
         return Ok(None);
     }
     imp::swiglu(gu).map(Some)
+}
+
+/// Per-row cross-entropy of logits [N, V] (f32 or bf16) against `targets` (u32 [N]) with
+/// `weights` (f32 [N]): `w_r · (logsumexp(x_r) − x_r[target_r])` as f32 [N], one kernel per
+/// direction, no log-probabilities materialized. Targets must lie in the vocabulary.
+pub fn cross_entropy_rows(
+    logits: &Tensor,
+    targets: &Tensor,
+    weights: &Tensor,
+) -> Result<Option<Tensor>> {
+    if !applies(logits) || logits.rank() != 2 {
+        return Ok(None);
+    }
+    ce::cross_entropy_rows(logits, targets, weights).map(Some)
 }
 
 /// Rotate-half rotary embedding of `x` [b, heads, t, d] by `cos`/`sin` ([t, half] or
@@ -96,13 +112,13 @@ mod imp {
 
     use crate::error::Result;
 
-    const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/train_kernels.ptx"));
-    const MODULE: &str = "so8t_train_kernels";
+    pub(super) const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/train_kernels.ptx"));
+    pub(super) const MODULE: &str = "so8t_train_kernels";
 
-    type R<T> = candle_core::Result<T>;
+    pub(super) type R<T> = candle_core::Result<T>;
 
     /// The name of kernel `{name}` for `dt`: `{name}_{f32|bf16}`.
-    fn kname(name: &str, dt: DType) -> R<String> {
+    pub(super) fn kname(name: &str, dt: DType) -> R<String> {
         let suffix = match dt {
             DType::F32 => "f32",
             DType::BF16 => "bf16",
@@ -111,12 +127,16 @@ mod imp {
         Ok(format!("{name}_{suffix}"))
     }
 
-    fn cpu_refused<T>(name: &str) -> R<T> {
+    pub(super) fn cpu_refused<T>(name: &str) -> R<T> {
         candle_core::bail!("{name}: a CUDA-only fused op was given CPU tensors")
     }
 
     /// The elements of a contiguous input as a kernel argument.
-    fn view<'a, T: CudaDType>(s: &'a CudaStorage, l: &Layout, name: &str) -> R<CudaView<'a, T>> {
+    pub(super) fn view<'a, T: CudaDType>(
+        s: &'a CudaStorage,
+        l: &Layout,
+        name: &str,
+    ) -> R<CudaView<'a, T>> {
         let (a, b) = l
             .contiguous_offsets()
             .ok_or_else(|| candle_core::Error::Msg(format!("{name}: input must be contiguous")))?;
@@ -128,7 +148,7 @@ mod imp {
         (cols.div_ceil(32) * 32).clamp(32, 1024) as u32
     }
 
-    fn rows_cfg(rows: usize, cols: usize) -> LaunchConfig {
+    pub(super) fn rows_cfg(rows: usize, cols: usize) -> LaunchConfig {
         LaunchConfig {
             grid_dim: (rows as u32, 1, 1),
             block_dim: (row_block(cols), 1, 1),
