@@ -1,10 +1,10 @@
 //! Fused CUDA training ops (forward + backward): RMSNorm, masked softmax, SwiGLU, rotary
 //! embedding and the per-row cross-entropy (`ce.rs`), each one kernel per direction instead of
-//! the composed graph's chain of element-wise kernels and intermediates. The kernels are `cuda/train_kernels.cu`, compiled to PTX by
-//! `build.rs` in a `--features cuda` build. Every function here returns `None` where it does not
-//! apply (not on CUDA, a dtype other than f32/bf16, no CUDA in this build, or `SO8T_FUSED=0`), and
-//! the caller then runs the composed version, which is also what the fused ops are checked
-//! against (`so8t bench kernels`).
+//! the composed graph's chain of element-wise kernels and intermediates. The kernels are
+//! `cuda/train_kernels.cu`, compiled to PTX by `build.rs` in a `--features cuda` build. Every
+//! function here returns `None` where it does not apply (not on CUDA, a dtype other than
+//! f32/bf16, no CUDA in this build, or `SO8T_FUSED=0`), and the caller then runs the composed
+//! version, which is also what the fused ops are checked against (`so8t bench kernels`).
 
 use candle_core::{DType, Tensor};
 
