@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Tensor, Var};
+use candle_core::{DType, Tensor, Var, D};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -147,10 +147,20 @@ pub fn clip_grad_norm(
     max_norm: Option<f64>,
 ) -> Result<f64> {
     // One read from the device for all tensors (a read per tensor waits for the queue each time).
+    // Squares are summed per row first (in f32, one GPU block per row) and the row sums in f64:
+    // a single whole-tensor reduction runs on one block of threads on a GPU.
     let mut parts = Vec::new();
     for v in vars.values() {
         if let Some(g) = grads.get(v.as_tensor()) {
-            parts.push(g.to_dtype(DType::F64)?.sqr()?.sum_all()?.reshape(1)?);
+            let rows = match g.rank() {
+                0 | 1 => g.to_dtype(DType::F32)?.sqr()?.sum_all()?.reshape(1)?,
+                _ => g
+                    .to_dtype(DType::F32)?
+                    .sqr()?
+                    .sum(D::Minus1)?
+                    .flatten_all()?,
+            };
+            parts.push(rows.to_dtype(DType::F64)?.sum_all()?.reshape(1)?);
         }
     }
     let sq = match parts.len() {
