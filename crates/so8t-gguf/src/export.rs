@@ -225,7 +225,7 @@ fn load(w: &SourceTensors, t: &TensorPlan, rows: Range<usize>) -> Result<Vec<f32
 }
 
 /// An output file being written: its flavour, its writer and the tensors' storage types.
-type Output = (Quant, GgufWriter, Vec<TensorSpec>);
+type Output = (Quant, GgufWriter, Vec<GgmlType>);
 
 /// One slice of rows of tensor `tensor` in f32, `last` for the tensor's final slice.
 struct Slice {
@@ -270,7 +270,7 @@ fn stream_tensors(
         });
         let mut sinks = Vec::new();
         let mut types = Vec::new();
-        for (q, mut w, specs) in outputs {
+        for (q, mut w, tys) in outputs {
             let (tx, rx) = mpsc::sync_channel::<(usize, Vec<u8>)>(0);
             let handle = s.spawn(move || -> Result<GgufWriter> {
                 for (i, bytes) in rx {
@@ -278,7 +278,7 @@ fn stream_tensors(
                 }
                 Ok(w)
             });
-            types.push(specs.iter().map(|t| t.ty).collect::<Vec<_>>());
+            types.push(tys);
             sinks.push((q, tx, handle));
         }
         let mut failure = None;
@@ -415,14 +415,14 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport> {
         let specs: Vec<TensorSpec> = p
             .tensors
             .iter()
-            .zip(types)
-            .map(|(t, ty)| {
+            .zip(&types)
+            .map(|(t, &ty)| {
                 let dims = t.shape.iter().rev().map(|&d| d as u64).collect();
                 TensorSpec::new(t.name.clone(), dims, ty)
             })
             .collect();
         let path = opts.out.join(format!("{}-{}.gguf", opts.name, q.name()));
-        writers.push((q, GgufWriter::create(&path, md, specs.clone())?, specs));
+        writers.push((q, GgufWriter::create(&path, md, specs)?, types));
     }
     let writers = stream_tensors(&weights, &p.tensors, writers, opts.progress.as_ref())?;
     let roles = template.map(RoleFormat::derive).transpose()?;

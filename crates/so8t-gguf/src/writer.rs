@@ -367,16 +367,17 @@ impl GgufWriter {
         bytes: &[u8],
     ) -> Result<()> {
         let p = self.check_next(which.into())?;
+        let (n_bytes, offset) = (p.n_bytes, p.offset);
         let done = self.partial + bytes.len() as u64;
-        if done > p.n_bytes {
+        if done > n_bytes {
             return Err(self.bad(format!(
-                "tensor '{}' must have {} bytes, got {done}",
-                p.name, p.n_bytes
+                "tensor '{}' must have {n_bytes} bytes, got {done}",
+                p.name
             )));
         }
-        let start = self.data_offset + p.offset;
-        let end = align_up(start + p.n_bytes, self.alignment).expect("checked in create");
-        let complete = done == p.n_bytes;
+        let start = self.data_offset + offset;
+        let end = align_up(start + n_bytes, self.alignment).expect("checked in create");
+        let complete = done == n_bytes;
         debug_assert_eq!(self.written(), start + self.partial);
         self.io(|f| {
             f.put(bytes)?;
@@ -395,7 +396,7 @@ impl GgufWriter {
     }
 
     /// The plan of the next tensor, when `which` names it.
-    fn check_next(&self, which: TensorRef<'_>) -> Result<Planned> {
+    fn check_next(&self, which: TensorRef<'_>) -> Result<&Planned> {
         let Some(p) = self.plan.get(self.next) else {
             return Err(self.bad(format!(
                 "{which:?}: all {} tensors are written",
@@ -412,7 +413,7 @@ impl GgufWriter {
                 self.next, p.name
             )));
         }
-        Ok(p.clone())
+        Ok(p)
     }
 
     /// Checks that every tensor was written, flushes and fsyncs the file, renames it into place

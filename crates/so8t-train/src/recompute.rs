@@ -18,10 +18,10 @@
 //! The rotations of all gated layers come from one rotation op at the start (tracked through
 //! the generators). Each layer's recompute blends its rotation from a `Var` of the detached
 //! value, so the layer's backward yields `dR_l` without reaching the rotation op; step 5 then
-//! takes every layer's `dR_l` and L_orth through the op at once. On a GPU the op runs on the
-//! host, so that is two host round trips per micro-batch instead of three per layer, each of
-//! which drained the GPU's queue. LoRA dropout draws the same masks in the recompute: they are
-//! a function of the step's dropout seed, the layer and the element.
+//! takes every layer's `dR_l` and L_orth through the op at once, so the rotations are computed
+//! and differentiated once per micro-batch rather than once per layer (on a GPU the per-layer
+//! way also drained the queue through host round trips). LoRA dropout draws the same masks in
+//! the recompute: they are a function of the step's dropout seed, the layer and the element.
 
 use std::collections::BTreeMap;
 
@@ -58,7 +58,7 @@ pub(crate) fn checkpointed_grads(
     let n_layers = model.layers.len();
 
     // 1. Forward without a graph, keeping each layer's input.
-    let rots: BTreeMap<usize, Tensor> = tr.gate_rotations()?.unwrap_or_default();
+    let rots: BTreeMap<usize, Tensor> = tr.gate_rotations()?;
     let fwd_gates = (0..n_layers)
         .map(|l| match rots.get(&l) {
             Some(r) => Ok(Some(blend(&r.detach(), &alpha)?.detach())),
@@ -80,7 +80,7 @@ pub(crate) fn checkpointed_grads(
     drop(x);
     let hidden = model.final_norm(top.as_tensor(), true)?;
     let (head, ce, pet) = tr.head_losses(&hidden, b, t)?;
-    let orth = tr.orth_loss_of(tr.gates.as_ref().map(|_| &rots))?;
+    let orth = tr.orth_loss_of(&rots)?;
     let values = LossValues::of(
         &tr.add_orth(head.clone(), orth.as_ref())?,
         &ce,

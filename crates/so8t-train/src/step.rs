@@ -257,9 +257,9 @@ impl Trainer {
     pub fn losses(&self, b: &Batch, t: u64) -> Result<Losses> {
         // The rotations once: the blend matrices and L_orth share them (and their backward).
         let rots = self.gate_rotations()?;
-        let mats = match &rots {
-            Some(r) => Some(So8Gates::matrices_from(
-                r,
+        let mats = match self.gates {
+            Some(_) => Some(So8Gates::matrices_from(
+                &rots,
                 &self.alpha(t)?,
                 self.model.cfg.num_hidden_layers,
             )?),
@@ -276,7 +276,7 @@ impl Trainer {
             },
         )?;
         let (loss, ce, pet) = self.head_losses(&hidden, b, t)?;
-        let orth = self.orth_loss_of(rots.as_ref())?;
+        let orth = self.orth_loss_of(&rots)?;
         Ok((self.add_orth(loss, orth.as_ref())?, ce, pet, orth))
     }
 
@@ -344,32 +344,26 @@ impl Trainer {
         Ok((loss, ce, pet))
     }
 
-    /// The gates' rotations, layer → R (tracked: they depend on the generators); all layers
-    /// in one rotation op.
-    pub(crate) fn gate_rotations(&self) -> Result<Option<BTreeMap<usize, Tensor>>> {
+    /// The gates' rotations, layer → R (tracked: they depend on the generators; empty without
+    /// gates); all layers in one rotation op.
+    pub(crate) fn gate_rotations(&self) -> Result<BTreeMap<usize, Tensor>> {
         match &self.gates {
-            Some(g) => Ok(Some(g.rotations()?)),
-            None => Ok(None),
+            Some(g) => Ok(g.rotations()?),
+            None => Ok(BTreeMap::new()),
         }
     }
 
-    /// L_orth of the gates (None without gates or with a zero weight).
+    /// L_orth of the gates (None without gates).
     pub(crate) fn orth_loss(&self) -> Result<Option<Tensor>> {
-        self.orth_loss_of(self.gate_rotations()?.as_ref())
+        self.orth_loss_of(&self.gate_rotations()?)
     }
 
-    /// L_orth of rotations that [`Self::gate_rotations`] returned.
-    pub(crate) fn orth_loss_of(
-        &self,
-        rots: Option<&BTreeMap<usize, Tensor>>,
-    ) -> Result<Option<Tensor>> {
-        match rots {
-            Some(r) => Ok(So8Gates::orthogonality_loss_from(
-                r,
-                self.cfg.gates.orthogonal_reg,
-            )?),
-            None => Ok(None),
-        }
+    /// L_orth of rotations that [`Self::gate_rotations`] returned (None when there are none).
+    pub(crate) fn orth_loss_of(&self, rots: &BTreeMap<usize, Tensor>) -> Result<Option<Tensor>> {
+        Ok(So8Gates::orthogonality_loss_from(
+            rots,
+            self.cfg.gates.orthogonal_reg,
+        )?)
     }
 
     /// `loss + orth` (+ the learned α's pull) in the loss's dtype.

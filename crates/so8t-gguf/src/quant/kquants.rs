@@ -23,8 +23,9 @@ pub(crate) fn nearest_int(v: f32) -> i32 {
     (t & 0x007f_ffff) - 0x0040_0000
 }
 
-/// ggml's `make_qkx2_quants` (scalar reference of [`lanes::fit_qkx2_x8`]): fits `x ≈ scale·L + min` (`L` in `0..=nmax`, `min ≤ 0`) by a
-/// weighted least-squares search over `nstep + 1` trial inverse scales. Returns
+/// ggml's `make_qkx2_quants` (scalar reference of [`lanes::fit_qkx2_x8`]): fits
+/// `x ≈ scale·L + min` (`L` in `0..=nmax`, `min ≤ 0`) by a weighted least-squares search over
+/// `nstep + 1` trial inverse scales. Returns
 /// `(scale, -min)` and leaves the levels in `l`.
 #[cfg(test)]
 #[allow(clippy::too_many_arguments)]

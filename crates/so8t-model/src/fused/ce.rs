@@ -20,7 +20,7 @@ pub fn cross_entropy_rows(logits: &Tensor, targets: &Tensor, weights: &Tensor) -
 #[cfg(feature = "cuda")]
 mod imp {
     use candle_core::backend::BackendStorage;
-    use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, PushKernelArg};
+    use candle_core::cuda_backend::cudarc::driver::{CudaView, DeviceRepr, PushKernelArg};
     use candle_core::cuda_backend::{CudaDType, WrapErr};
     use candle_core::{
         CpuStorage, CudaStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Storage, Tensor,
@@ -37,18 +37,22 @@ mod imp {
         weights: Tensor,
     }
 
-    /// A contiguous CUDA tensor's elements as a kernel argument, with the storage kept alive.
-    fn with_view<T: CudaDType, O>(
-        t: &Tensor,
-        what: &str,
-        f: impl FnOnce(&candle_core::cuda_backend::cudarc::driver::CudaView<'_, T>) -> R<O>,
-    ) -> R<O> {
-        let (st, l) = t.storage_and_layout();
-        let Storage::Cuda(s) = &*st else {
-            candle_core::bail!("cross-entropy: {what} is not on CUDA")
-        };
-        let v = view::<T>(s, l, what)?;
-        f(&v)
+    impl CeOp {
+        /// Runs `f` with the targets and weights as kernel arguments.
+        fn with_rows<O>(
+            &self,
+            f: impl FnOnce(&CudaView<'_, u32>, &CudaView<'_, f32>) -> R<O>,
+        ) -> R<O> {
+            let (ts, tl) = self.targets.storage_and_layout();
+            let (ws, wl) = self.weights.storage_and_layout();
+            let (Storage::Cuda(ts), Storage::Cuda(ws)) = (&*ts, &*ws) else {
+                candle_core::bail!("cross-entropy: targets and weights must be on CUDA")
+            };
+            f(
+                &view::<u32>(ts, tl, "cross-entropy targets")?,
+                &view::<f32>(ws, wl, "cross-entropy weights")?,
+            )
+        }
     }
 
     fn fwd<T: CudaDType + DeviceRepr + WithDType>(
@@ -61,18 +65,16 @@ mod imp {
         let xs = view::<T>(x, xl, "cross-entropy logits")?;
         let loss = unsafe { dev.alloc::<f32>(rows)? };
         let f = dev.get_or_load_custom_func(&kname("ce_fwd", T::DTYPE)?, MODULE, PTX)?;
-        with_view::<u32, _>(&op.targets, "targets", |tg| {
-            with_view::<f32, _>(&op.weights, "weights", |w| {
-                let mut b = f.builder();
-                b.arg(&xs);
-                b.arg(tg);
-                b.arg(w);
-                b.arg(&loss);
-                let c = cols as i32;
-                b.arg(&c);
-                unsafe { b.launch(rows_cfg(rows, cols)) }.w()?;
-                Ok(())
-            })
+        let c = cols as i32;
+        op.with_rows(|tg, w| {
+            let mut b = f.builder();
+            b.arg(&xs);
+            b.arg(tg);
+            b.arg(w);
+            b.arg(&loss);
+            b.arg(&c);
+            unsafe { b.launch(rows_cfg(rows, cols)) }.w()?;
+            Ok(())
         })?;
         Ok((
             CudaStorage::wrap_cuda_slice(loss, dev.clone()),
@@ -95,23 +97,16 @@ mod imp {
             }
         }
         fn bwd(&self, x: &Tensor, _loss: &Tensor, g: &Tensor) -> R<Option<Tensor>> {
-            let bwd = CeBwd {
-                targets: self.targets.clone(),
-                weights: self.weights.clone(),
-            };
             let g = g.to_dtype(DType::F32)?.contiguous()?;
-            Ok(Some(x.apply_op2_no_bwd(&g, &bwd)?))
+            Ok(Some(x.apply_op2_no_bwd(&g, &CeBwd(self))?))
         }
     }
 
-    /// The backward pass: (logits, per-row upstream gradient) → d logits.
-    struct CeBwd {
-        targets: Tensor,
-        weights: Tensor,
-    }
+    /// The backward pass of a [`CeOp`]: (logits, per-row upstream gradient) → d logits.
+    struct CeBwd<'a>(&'a CeOp);
 
     fn bwd<T: CudaDType + DeviceRepr + WithDType>(
-        op: &CeBwd,
+        op: &CeOp,
         x: &CudaStorage,
         xl: &Layout,
         g: &CudaStorage,
@@ -123,19 +118,17 @@ mod imp {
         let gs = view::<f32>(g, gl, "cross-entropy gradient")?;
         let dx = unsafe { dev.alloc::<T>(rows * cols)? };
         let f = dev.get_or_load_custom_func(&kname("ce_bwd", T::DTYPE)?, MODULE, PTX)?;
-        with_view::<u32, _>(&op.targets, "targets", |tg| {
-            with_view::<f32, _>(&op.weights, "weights", |w| {
-                let mut b = f.builder();
-                b.arg(&xs);
-                b.arg(tg);
-                b.arg(w);
-                b.arg(&gs);
-                b.arg(&dx);
-                let c = cols as i32;
-                b.arg(&c);
-                unsafe { b.launch(rows_cfg(rows, cols)) }.w()?;
-                Ok(())
-            })
+        let c = cols as i32;
+        op.with_rows(|tg, w| {
+            let mut b = f.builder();
+            b.arg(&xs);
+            b.arg(tg);
+            b.arg(w);
+            b.arg(&gs);
+            b.arg(&dx);
+            b.arg(&c);
+            unsafe { b.launch(rows_cfg(rows, cols)) }.w()?;
+            Ok(())
         })?;
         Ok((
             CudaStorage::wrap_cuda_slice(dx, dev.clone()),
@@ -143,7 +136,7 @@ mod imp {
         ))
     }
 
-    impl CustomOp2 for CeBwd {
+    impl CustomOp2 for CeBwd<'_> {
         fn name(&self) -> &'static str {
             "fused-cross-entropy-bwd"
         }
@@ -164,8 +157,8 @@ mod imp {
             gl: &Layout,
         ) -> R<(CudaStorage, Shape)> {
             match x.dtype() {
-                DType::F32 => bwd::<f32>(self, x, xl, g, gl),
-                DType::BF16 => bwd::<bf16>(self, x, xl, g, gl),
+                DType::F32 => bwd::<f32>(self.0, x, xl, g, gl),
+                DType::BF16 => bwd::<bf16>(self.0, x, xl, g, gl),
                 other => candle_core::bail!("cross-entropy: f32/bf16 logits only, got {other:?}"),
             }
         }

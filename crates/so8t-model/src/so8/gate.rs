@@ -413,16 +413,12 @@ impl So8Gates {
         })
     }
 
-    /// The rotation R [nb, 8, 8] of every gated layer. All layers go through one rotation op,
-    /// so on a GPU the forward pass is one host round trip for all of them and the backward
-    /// pass another, whatever the number of gated layers.
+    /// The rotation R [nb, 8, 8] of every gated layer. All layers go through one [`rotations`]
+    /// call (forward and backward), however many are gated: on the CPU one pass of the f64 op,
+    /// on a GPU one batch of composed kernels.
     pub fn rotations(&self) -> Result<BTreeMap<usize, Tensor>> {
-        if self.generators.len() < 2 {
-            return self
-                .generators
-                .iter()
-                .map(|(&l, g)| Ok((l, rotations(g, self.method)?)))
-                .collect();
+        if self.generators.is_empty() {
+            return Ok(BTreeMap::new());
         }
         let gens: Vec<&Tensor> = self.generators.values().collect();
         let all = rotations(&Tensor::cat(&gens, 0)?, self.method)?;
