@@ -3,11 +3,15 @@
 
   python bench/serve_vs_llama_cpp.py --so8t target/release/so8t [--peers /tmp/peers] [--threads 2]
 
-For each SmolLM2 file (F16, Q8_0, Q4_K_M): llama-bench -p 256 -n 64 -t THREADS -r 3 (prompt
-processing and generation tokens/s), then so8t serve with the same file and threads: one request
-with a 256-token raw prompt and 64 generated tokens (rates from the response's
-prompt_eval_count/duration and eval_count/duration; best of 3), then 16 concurrent clients each
-generating 32 tokens (requests/s and generated tokens/s). Prints a Markdown table.
+For each SmolLM2 file (F16, Q8_0, Q4_K_M):
+- engine against engine: `llama-bench -p 256 -n 64 -t THREADS -r 3` and `so8t bench infer
+  -p 256 -n 64 -r 3` (the same tests in process: one 256-token pass, 64 one-token passes; the
+  mean of the repetitions, as llama-bench's avg_ts), run one after the other;
+- the server: `so8t serve` with the same file and threads, one request with a 235-token raw
+  prompt and 64 generated tokens (rates from the response's prompt_eval_count/duration and
+  eval_count/duration; best of 3), then 16 concurrent clients each generating 32 tokens
+  (requests/s and generated tokens/s).
+Prints a Markdown table.
 """
 import argparse
 import json
@@ -41,6 +45,13 @@ def llama_bench(peers, gguf, threads):
     pp = next(r["avg_ts"] for r in rows if r["n_prompt"] > 0 and r["n_gen"] == 0)
     tg = next(r["avg_ts"] for r in rows if r["n_gen"] > 0 and r["n_prompt"] == 0)
     return pp, tg
+
+
+def so8t_infer(so8t, gguf, threads):
+    out = subprocess.run([so8t, "--threads", str(threads), "bench", "infer", "--model", gguf, "-p", "256", "-n", "64",
+                          "-r", "3", "--json"], capture_output=True, text=True, check=True).stdout
+    tests = {t["test"]: t["avg_ts"] for t in json.loads(out)["tests"]}
+    return tests["pp256"], tests["tg64"]
 
 
 def so8t_bench(so8t, gguf, threads):
@@ -90,13 +101,16 @@ def main():
     ap.add_argument("--files", default="f16,q8_0,q4_k_m")
     a = ap.parse_args()
     print(f"machine: {os.uname().nodename} {os.cpu_count()} cpus, threads {a.threads}, {time.strftime('%Y-%m-%d %H:%M')}")
-    print("| file | llama.cpp pp t/s | so8t pp t/s | llama.cpp tg t/s | so8t tg t/s | tg ratio | so8t 16 clients req/s | gen t/s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| file | llama-bench pp256 | so8t bench infer pp256 | pp ratio | llama-bench tg64 | so8t bench infer tg64 "
+          "| tg ratio | so8t serve pp | so8t serve tg | serve, 16 clients: req/s | generated t/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for q in a.files.split(","):
         f = f"{a.peers}/models/smollm2-135m-{q}.gguf"
         lpp, ltg = llama_bench(a.peers, f, a.threads)
+        ipp, itg = so8t_infer(a.so8t, f, a.threads)
         spp, stg, n, rps, gts = so8t_bench(a.so8t, f, a.threads)
-        print(f"| {q.upper()} ({n}-token prompt) | {lpp:.0f} | {spp:.0f} | {ltg:.1f} | {stg:.1f} | {stg / ltg:.2f}× | {rps:.2f} | {gts:.0f} |", flush=True)
+        print(f"| {q.upper()} | {lpp:.0f} | {ipp:.0f} | {ipp / lpp:.2f}× | {ltg:.1f} | {itg:.1f} | {itg / ltg:.2f}× "
+              f"| {spp:.0f} ({n} tokens) | {stg:.1f} | {rps:.2f} | {gts:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ enum Command {
     Watch(commands::watch::WatchArgs),
     /// The live web dashboard: runs, curves, gauges, checkpoints, pipelines, A/B results.
     Dashboard(commands::dashboard::DashboardArgs),
-    /// Benchmarks: time training steps on a device (compare with the PyTorch bench scripts).
+    /// Benchmarks: training steps on a device, inference as llama-bench (compare with the peers).
     #[command(subcommand)]
     Bench(commands::bench::BenchCmd),
     /// Power-on resume: install the systemd unit (or Windows task) that resumes unfinished work.
@@ -145,7 +145,7 @@ fn main() -> ExitCode {
         Command::Watch(a) => commands::watch::run(a),
         Command::Service(c) => commands::service::run(c),
         Command::Dashboard(a) => commands::dashboard::run(a),
-        Command::Bench(c) => commands::bench::run(c),
+        Command::Bench(c) => commands::bench::run(c, cli.threads),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

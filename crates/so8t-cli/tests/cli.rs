@@ -257,6 +257,7 @@ fn every_command_has_help() {
         vec!["bench"],
         vec!["bench", "train"],
         vec!["bench", "kernels"],
+        vec!["bench", "infer"],
     ] {
         let mut a = cmd.clone();
         a.push("--help");
@@ -308,4 +309,54 @@ fn bench_train_runs_on_the_cpu_and_devices_are_checked() {
         "cuda:x",
     ]);
     assert!(e.contains("cuda:x"), "{e}");
+}
+
+#[test]
+fn bench_infer_times_the_engine_like_llama_bench() {
+    let m = fixture("llama-gqa-tiny");
+    let out = ok(&[
+        "--threads",
+        "2",
+        "bench",
+        "infer",
+        "--model",
+        s(&m),
+        "-p",
+        "16",
+        "-n",
+        "8",
+        "-r",
+        "2",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let tests = v["tests"].as_array().unwrap();
+    assert_eq!(tests.len(), 2, "{out}");
+    for (t, name) in tests.iter().zip(["pp16", "tg8"]) {
+        assert_eq!(t["test"], name, "{out}");
+        assert_eq!(t["samples_ts"].as_array().unwrap().len(), 2, "{out}");
+        assert!(t["avg_ts"].as_f64().unwrap() > 0.0, "{out}");
+    }
+    assert_eq!(v["threads"], 2);
+    let table = ok(&[
+        "bench",
+        "infer",
+        "--model",
+        s(&m),
+        "-p",
+        "8",
+        "-n",
+        "0",
+        "-r",
+        "1",
+    ]);
+    assert!(
+        table.contains("| pp8 |") && !table.contains("tg0"),
+        "{table}"
+    );
+    // The fixture's context is 256 tokens.
+    let e = fails(&["bench", "infer", "--model", s(&m), "-p", "250", "-n", "10"]);
+    assert!(e.contains("exceed the model's context of 256"), "{e}");
+    let e = fails(&["bench", "infer", "--model", "/nonexistent.gguf"]);
+    assert!(e.contains("/nonexistent.gguf"), "{e}");
 }

@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use so8t_model::generate::{Sampler, SamplingParams};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
@@ -107,6 +107,12 @@ pub struct SchedulerOptions {
     pub batch_tokens: usize,
     /// Most requests waiting for a slot before new ones are refused.
     pub max_queue: usize,
+    /// Longest time generated tokens are held back to be handed over together. Each hand-over
+    /// wakes the request's task, and on a machine whose cores all compute, that wake-up
+    /// preempts a compute thread that the others then wait for; at a few milliseconds a token,
+    /// one hand-over per token cost 10–25 % of the generation speed. The first token and the
+    /// last always go at once. Zero hands over every token.
+    pub flush_interval: Duration,
 }
 
 impl Default for SchedulerOptions {
@@ -116,6 +122,7 @@ impl Default for SchedulerOptions {
             parallel: 8,
             batch_tokens: 512,
             max_queue: 256,
+            flush_interval: Duration::from_millis(20),
         }
     }
 }
@@ -219,12 +226,26 @@ struct Active {
     prompt_secs: f64,
     queue_secs: f64,
     finished: bool,
+    /// Generated tokens not yet handed over (see [`SchedulerOptions::flush_interval`]).
+    held: Vec<GenEvent>,
+    last_flush: Instant,
 }
 
 impl Active {
     /// Tokens generated so far.
     fn generated(&self) -> usize {
         self.history.len() - self.job.prompt.len()
+    }
+
+    /// Hands the held tokens over; marks the request finished if its receiver is gone.
+    fn flush(&mut self) {
+        for e in std::mem::take(&mut self.held) {
+            if self.job.events.send(e).is_err() {
+                self.finished = true;
+                return;
+            }
+        }
+        self.last_flush = Instant::now();
     }
 }
 
@@ -315,6 +336,8 @@ fn admit(model: &EngineModel, job: Job, waiting: &AtomicUsize) -> Option<Active>
         prompt_secs: 0.0,
         queue_secs,
         finished: false,
+        held: Vec::new(),
+        last_flush: Instant::now(),
     })
 }
 
@@ -439,13 +462,12 @@ fn run(
                 .logprobs
                 .map(|k| log_softmax_pick(logits, next, k));
             a.history.push(next);
-            if a.job
-                .events
-                .send(GenEvent::Token { id: next, logprob })
-                .is_err()
-            {
-                a.finished = true;
-                continue;
+            a.held.push(GenEvent::Token { id: next, logprob });
+            if a.generated() == 1 || a.last_flush.elapsed() >= opts.flush_interval {
+                a.flush();
+                if a.finished {
+                    continue;
+                }
             }
             let ctx = a.job.params.num_ctx.min(model.cfg.ctx_train);
             if a.job.params.sampling.stop_token_ids.contains(&next) {
@@ -479,6 +501,7 @@ fn run(
 }
 
 fn finish(a: &mut Active, why: Finish) {
+    a.flush();
     let total = a.started.elapsed().as_secs_f64();
     let usage = Usage {
         prompt_tokens: a.job.prompt.len(),

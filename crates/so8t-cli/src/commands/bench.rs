@@ -20,6 +20,8 @@ pub enum BenchCmd {
     Train(TrainBenchArgs),
     /// The fused CUDA training ops against the composed graph: differences and times.
     Kernels(super::bench_kernels::KernelBenchArgs),
+    /// Prompt-processing and generation tokens/s of the serve engine (as llama-bench).
+    Infer(super::bench_infer::InferBenchArgs),
 }
 
 /// `bench train`.
@@ -64,10 +66,11 @@ pub struct TrainBenchArgs {
 }
 
 /// Runs a bench subcommand.
-pub fn run(cmd: BenchCmd) -> Result<()> {
+pub fn run(cmd: BenchCmd, threads: Option<usize>) -> Result<()> {
     match cmd {
         BenchCmd::Train(a) => train(a),
         BenchCmd::Kernels(a) => super::bench_kernels::run(a),
+        BenchCmd::Infer(a) => super::bench_infer::run(a, threads),
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod ab;
 pub mod bake;
 pub mod bench;
+pub mod bench_infer;
 pub mod bench_kernels;
 pub mod dashboard;
 pub mod data;

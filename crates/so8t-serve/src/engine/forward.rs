@@ -2,6 +2,8 @@
 //! runs once for the whole batch (each weight row is read once and met by every token), split
 //! over the team by output rows; attention is split by (token, head).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use super::config::{EngineConfig, RopeStyle};
 use super::kv::SeqCache;
 use super::team::{SharedMut, Team};
@@ -52,49 +54,77 @@ pub struct ForwardOut {
 const TOKEN_TILE: usize = 32;
 const ROW_TILE: usize = 64;
 
-/// `out[i·stride + offset + r] = dot(w[r], acts[i])` for `n` activation rows, split over the
-/// team by weight rows.
-#[allow(clippy::too_many_arguments)]
-fn matmul(
-    team: &Team,
-    w: &QTensor,
-    acts: &[u8],
+/// One matrix of a [`matmul`]: its weights, the activations in its format and where its
+/// outputs go within each output row.
+struct Segment<'a> {
+    w: &'a QTensor,
+    acts: &'a [u8],
     row_bytes: usize,
-    n: usize,
-    out: &mut [f32],
-    stride: usize,
     offset: usize,
-) {
-    debug_assert!(offset + w.rows <= stride && out.len() >= n * stride);
-    let rows = w.rows;
-    let wrb = w.row_bytes();
+}
+
+/// `out[i·stride + seg.offset + r] = dot(seg.w[r], seg.acts[i])` for `n` activation rows and
+/// every segment, in one team job (a layer's q/k/v or gate/up products cost one dispatch).
+///
+/// One token (generation, bound by memory bandwidth): each member takes a contiguous share of
+/// the segments' rows laid end to end, so it streams through memory in order. Several tokens
+/// (prompt processing, bound by compute): tiles of rows that members claim from a shared
+/// counter, so a member slowed by a busy core does not hold the others up.
+fn matmul(team: &Team, segs: &[Segment], n: usize, out: &mut [f32], stride: usize) {
     let dst = SharedMut::new(out);
     let members = team.size();
-    team.run(&|m| {
-        let (a, b) = Team::share(rows, m, members);
-        if a == b {
-            return;
-        }
-        let bytes = &w.bytes()[a * wrb..b * wrb];
-        if n == 1 {
-            // SAFETY: rows a..b of the single output row belong to this member only.
-            let o = unsafe { dst.slice(offset + a, b - a) };
-            kernels::vec_dot_rows(w.ty, w.cols, bytes, b - a, &acts[..row_bytes], o);
-            return;
-        }
+    let total_rows: usize = segs.iter().map(|s| s.w.rows).sum();
+    debug_assert!(segs.iter().all(|s| s.offset + s.w.rows <= stride) && out.len() >= n * stride);
+    if n == 1 {
+        team.run(&|m| {
+            let (mut a, b) = Team::share(total_rows, m, members);
+            let mut seg_start = 0;
+            for seg in segs {
+                let seg_end = seg_start + seg.w.rows;
+                if a < b && a < seg_end {
+                    let (r0, r1) = (a - seg_start, b.min(seg_end) - seg_start);
+                    let wrb = seg.w.row_bytes();
+                    let wr = &seg.w.bytes()[r0 * wrb..r1 * wrb];
+                    // SAFETY: rows r0..r1 of this segment belong to this member only.
+                    let o = unsafe { dst.slice(seg.offset + r0, r1 - r0) };
+                    let act = &seg.acts[..seg.row_bytes];
+                    kernels::vec_dot_rows(seg.w.ty, seg.w.cols, wr, r1 - r0, act, o);
+                    a = r1 + seg_start;
+                }
+                seg_start = seg_end;
+            }
+        });
+        return;
+    }
+    let mut first = Vec::with_capacity(segs.len() + 1);
+    first.push(0);
+    for s in segs {
+        first.push(first.last().unwrap() + s.w.rows.div_ceil(ROW_TILE));
+    }
+    let total = *first.last().unwrap();
+    let next = AtomicUsize::new(0);
+    team.run(&|_| {
         let mut tmp = vec![0f32; ROW_TILE * TOKEN_TILE];
-        for r0 in (a..b).step_by(ROW_TILE) {
-            let r1 = (r0 + ROW_TILE).min(b);
+        loop {
+            let c = next.fetch_add(1, Ordering::Relaxed);
+            if c >= total {
+                return;
+            }
+            let si = first.partition_point(|&f| f <= c) - 1;
+            let (seg, w) = (&segs[si], segs[si].w);
+            let wrb = w.row_bytes();
+            let r0 = (c - first[si]) * ROW_TILE;
+            let r1 = (r0 + ROW_TILE).min(w.rows);
             let nr = r1 - r0;
+            let wr = &w.bytes()[r0 * wrb..r1 * wrb];
             for t0 in (0..n).step_by(TOKEN_TILE) {
                 let tn = TOKEN_TILE.min(n - t0);
-                let chunk = &acts[t0 * row_bytes..(t0 + tn) * row_bytes];
-                let wr = &bytes[(r0 - a) * wrb..(r1 - a) * wrb];
+                let chunk = &seg.acts[t0 * seg.row_bytes..(t0 + tn) * seg.row_bytes];
                 kernels::mat_mul(w.ty, w.cols, wr, nr, chunk, tn, &mut tmp[..tn * nr], nr);
                 for i in 0..tn {
-                    let base = (t0 + i) * stride + offset + r0;
+                    let base = (t0 + i) * stride + seg.offset + r0;
                     for (k, v) in tmp[i * nr..(i + 1) * nr].iter().enumerate() {
-                        // SAFETY: rows r0..r1 belong to this member only; indices are in bounds.
+                        // SAFETY: rows r0..r1 of this segment belong to this tile only.
                         unsafe { dst.write(base + k, *v) };
                     }
                 }
@@ -115,8 +145,8 @@ fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
 }
 
 impl ActBufs {
-    /// Converts `x` (rows of `cols`) into activation type `at`; returns the bytes and row size.
-    fn quantize(&mut self, team: &Team, x: &[f32], cols: usize, at: ActType) -> (&[u8], usize) {
+    /// Converts `x` (rows of `cols`) into activation type `at` (read back with [`Self::get`]).
+    fn quantize(&mut self, team: &Team, x: &[f32], cols: usize, at: ActType) {
         let rb = kernels::act_row_bytes(at, cols);
         let n = x.len() / cols;
         let slot = match self.0.iter().position(|(a, _)| *a == at) {
@@ -144,7 +174,6 @@ impl ActBufs {
                 kernels::quantize_act_row(at, &x[i * cols..(i + 1) * cols], o);
             }
         }
-        (buf, rb)
     }
 
     /// The bytes and row size of the last conversion into `at`.
@@ -166,19 +195,32 @@ fn project(team: &Team, acts: &mut ActBufs, src: &[f32], ws: &[&QTensor], out: &
     let n = src.len() / cols;
     let stride: usize = ws.iter().map(|w| w.rows).sum();
     out.resize(n * stride, 0.0);
-    let mut done: Option<ActType> = None;
-    let mut offset = 0;
-    for w in ws {
-        let at = kernels::act_type(w.ty).expect("validated at load");
-        let (bytes, rb) = if done == Some(at) {
-            acts.get(at, cols)
-        } else {
-            done = Some(at);
-            acts.quantize(team, src, cols, at)
-        };
-        matmul(team, w, bytes, rb, n, out, stride, offset);
-        offset += w.rows;
+    let types: Vec<ActType> = ws
+        .iter()
+        .map(|w| kernels::act_type(w.ty).expect("validated at load"))
+        .collect();
+    for (i, &at) in types.iter().enumerate() {
+        if !types[..i].contains(&at) {
+            acts.quantize(team, src, cols, at);
+        }
     }
+    let mut offset = 0;
+    let segs: Vec<Segment> = ws
+        .iter()
+        .zip(&types)
+        .map(|(w, &at)| {
+            let (bytes, row_bytes) = acts.get(at, cols);
+            let seg = Segment {
+                w,
+                acts: bytes,
+                row_bytes,
+                offset,
+            };
+            offset += w.rows;
+            seg
+        })
+        .collect();
+    matmul(team, &segs, n, out, stride);
 }
 
 fn rope_tables(

@@ -2,6 +2,7 @@
 //! blocks (or an HF folder's f32/f16/bf16 weights), with per-sequence KV caches and batched
 //! forward passes over tokens of many sequences at once.
 
+pub mod bench;
 pub mod config;
 mod forward;
 mod kv;

@@ -1,9 +1,10 @@
-//! AVX2+FMA+F16C matrix × vector kernels: four weight rows against one activation row.
+//! AVX2+FMA+F16C matrix × vector kernels: a run of weight rows against one activation row.
 //!
-//! The activation block is loaded (and its scale converted) once for four rows. For the 32-weight
-//! types the four rows' integer block sums are folded into one vector with `hadd`, so the block
-//! scales of the four rows are applied by a single 4-lane multiply-add instead of one broadcast
-//! and one 8-lane multiply-add per row.
+//! Quantized 32-weight types go four or eight rows at a time: the activation block is loaded
+//! (and its scale converted) once for all of them, and the rows' integer block sums are folded
+//! into one vector with `hadd`, so the block scales are applied by a single multiply-add instead
+//! of one broadcast and one multiply-add per row. Float types go row after row (see
+//! [`float_row`]).
 
 use std::arch::x86_64::*;
 
@@ -41,9 +42,17 @@ pub(crate) unsafe fn dot_rows(
         GgmlType::Q5_0 => Some((Some(q5_0_rows::<8>), q5_0_rows::<4>)),
         GgmlType::Q4_1 => Some((Some(q4_1_rows::<8>), q4_1_rows::<4>)),
         GgmlType::Q5_1 => Some((Some(q5_1_rows::<8>), q5_1_rows::<4>)),
-        GgmlType::F32 => Some((None, f32_rows4)),
-        GgmlType::F16 => Some((None, f16_rows4)),
-        GgmlType::BF16 => Some((None, bf16_rows4)),
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
+            let row = match w {
+                GgmlType::F32 => f32_row,
+                GgmlType::F16 => f16_row,
+                _ => bf16_row,
+            };
+            for (r, o) in out[..n].iter_mut().enumerate() {
+                *o = row(cols, wr.as_ptr().add(r * rb), act.as_ptr());
+            }
+            return;
+        }
         _ => None,
     };
     let mut r = 0;
@@ -174,38 +183,43 @@ legacy_rows!(q5_0_rows, 22, 34, false, 16, false, unpack_q5_0u);
 legacy_rows!(q4_1_rows, 20, 36, false, 0, true, unpack_q4_1);
 legacy_rows!(q5_1_rows, 24, 36, false, 0, true, unpack_q5_1);
 
-/// Defines a four-row kernel for a float type of `$es` bytes a value.
-macro_rules! float_rows4 {
+/// Defines a one-row kernel for a float type of `$es` bytes a value: 32 values a step in four
+/// accumulators, the weights prefetched a kilobyte ahead. Called row after row, it reads the
+/// matrix as one sequential stream, which the memory system serves faster than several rows
+/// read side by side (float weights are bound by memory bandwidth, not arithmetic).
+macro_rules! float_row {
     ($name:ident, $es:expr, $ld:ident, $get:ident) => {
         #[target_feature(enable = "avx2,fma,f16c")]
-        unsafe fn $name(cols: usize, w: *const u8, rb: usize, a: *const u8, out: *mut f32) {
+        unsafe fn $name(cols: usize, w: *const u8, a: *const u8) -> f32 {
+            const PF: usize = 1024;
             let mut acc = [_mm256_setzero_ps(); 4];
             let mut i = 0;
-            let next = w.wrapping_add(4 * rb);
+            while i + 32 <= cols {
+                for line in 0..($es * 32 / 64) {
+                    _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add($es * i + PF + 64 * line).cast());
+                }
+                for (k, s) in acc.iter_mut().enumerate() {
+                    let o = $es * (i + 8 * k);
+                    *s = _mm256_fmadd_ps($ld(w.add(o)), $ld(a.add(o)), *s);
+                }
+                i += 32;
+            }
             while i + 8 <= cols {
-                _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(4 * $es * i).cast());
-                if $es == 4 {
-                    _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(4 * $es * i + 64).cast());
-                }
-                let x = $ld(a.add($es * i));
-                for (r, s) in acc.iter_mut().enumerate() {
-                    *s = _mm256_fmadd_ps($ld(w.add(r * rb + $es * i)), x, *s);
-                }
+                acc[0] = _mm256_fmadd_ps($ld(w.add($es * i)), $ld(a.add($es * i)), acc[0]);
                 i += 8;
             }
+            let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+            let mut t = hsum_ps(sum);
+            let wb = std::slice::from_raw_parts(w, $es * cols);
             let ab = std::slice::from_raw_parts(a, $es * cols);
-            for (r, s) in acc.iter().enumerate() {
-                let mut t = hsum_ps(*s);
-                let wb = std::slice::from_raw_parts(w.add(r * rb), $es * cols);
-                for j in i..cols {
-                    t += $get(wb, j) * $get(ab, j);
-                }
-                *out.add(r) = t;
+            for j in i..cols {
+                t += $get(wb, j) * $get(ab, j);
             }
+            t
         }
     };
 }
 
-float_rows4!(f32_rows4, 4, ld_f32x8, get_f32);
-float_rows4!(f16_rows4, 2, ld_f16x8, get_f16);
-float_rows4!(bf16_rows4, 2, ld_bf16x8, get_bf16);
+float_row!(f32_row, 4, ld_f32x8, get_f32);
+float_row!(f16_row, 2, ld_f16x8, get_f16);
+float_row!(bf16_row, 2, ld_bf16x8, get_bf16);
