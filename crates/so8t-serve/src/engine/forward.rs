@@ -123,10 +123,9 @@ fn matmul(team: &Team, segs: &[Segment], n: usize, out: &mut [f32], stride: usiz
                 kernels::mat_mul(w.ty, w.cols, wr, nr, chunk, tn, &mut tmp[..tn * nr], nr);
                 for i in 0..tn {
                     let base = (t0 + i) * stride + seg.offset + r0;
-                    for (k, v) in tmp[i * nr..(i + 1) * nr].iter().enumerate() {
-                        // SAFETY: rows r0..r1 of this segment belong to this tile only.
-                        unsafe { dst.write(base + k, *v) };
-                    }
+                    // SAFETY: rows r0..r1 of this segment belong to this tile only.
+                    let o = unsafe { dst.slice(base, nr) };
+                    o.copy_from_slice(&tmp[i * nr..(i + 1) * nr]);
                 }
             }
         }
@@ -351,8 +350,10 @@ pub fn forward(
     project(team, &mut s.acts, &s.tmp, &[w.output()], &mut out.logits);
 }
 
-/// Causal attention of every (token, head) of the batch over its sequence's cache, split over
-/// the team; `qkv` holds `[q; k; v]` per token, the result goes to `att` (`q_dim` per token).
+/// Causal attention of every (token, head) of the batch over its sequence's cache; `qkv` holds
+/// `[q; k; v]` per token, the result goes to `att` (`q_dim` per token). A job's cost grows with
+/// its token's position, so members claim small runs of jobs from a shared counter, the latest
+/// positions first: the last jobs to go are the cheapest, and no member waits long for another.
 fn attention(
     cfg: &EngineConfig,
     team: &Team,
@@ -362,41 +363,43 @@ fn attention(
     qkv: &[f32],
     att: &mut [f32],
 ) {
+    const CLAIM: usize = 4;
     let (hd, qd, kvd) = (cfg.head_dim, cfg.q_dim(), cfg.kv_dim());
     let stride = qd + 2 * kvd;
     let out = SharedMut::new(att);
-    let members = team.size();
     let group = cfg.n_head / cfg.n_head_kv;
     let scale = 1.0 / (hd as f32).sqrt();
-    team.run(&|m| {
-        let (a, b) = Team::share(batch.len() * cfg.n_head, m, members);
+    let jobs = batch.len() * cfg.n_head;
+    let mut order: Vec<usize> = (0..batch.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(batch[i].pos));
+    let next = AtomicUsize::new(0);
+    team.run(&|_| {
         let mut scores = Vec::new();
-        for job in a..b {
-            let (i, h) = (job / cfg.n_head, job % cfg.n_head);
-            let e = &batch[i];
-            let c = &*caches[e.cache];
-            let q = &qkv[i * stride + h * hd..i * stride + (h + 1) * hd];
-            let kv_off = (h / group) * hd;
-            let (ks, vs) = (&c.k[layer], &c.v[layer]);
-            scores.clear();
-            let mut max = f32::NEG_INFINITY;
-            for p in 0..=e.pos {
-                let k = &ks[p * kvd + kv_off..p * kvd + kv_off + hd];
-                let sc = kernels::dot_f32(q, k) * scale;
-                max = max.max(sc);
-                scores.push(sc);
+        loop {
+            let first = next.fetch_add(CLAIM, Ordering::Relaxed);
+            if first >= jobs {
+                return;
             }
-            let mut sum = 0f32;
-            for sc in scores.iter_mut() {
-                *sc = (*sc - max).exp();
-                sum += *sc;
-            }
-            // SAFETY: (i, h) belongs to this member only.
-            let o = unsafe { out.slice(i * qd + h * hd, hd) };
-            o.fill(0.0);
-            for (p, sc) in scores.iter().enumerate() {
-                let v = &vs[p * kvd + kv_off..p * kvd + kv_off + hd];
-                kernels::axpy_f32(sc / sum, v, o);
+            for job in first..(first + CLAIM).min(jobs) {
+                let (i, h) = (order[job / cfg.n_head], job % cfg.n_head);
+                let e = &batch[i];
+                let c = &*caches[e.cache];
+                let q = &qkv[i * stride + h * hd..i * stride + (h + 1) * hd];
+                let kv_off = (h / group) * hd;
+                let n = e.pos + 1;
+                scores.resize(n, 0.0);
+                kernels::attn::scores(q, &c.k[layer][kv_off..], kvd, scale, &mut scores);
+                let max = scores.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                let mut sum = 0f32;
+                for sc in scores.iter_mut() {
+                    *sc = (*sc - max).exp();
+                    sum += *sc;
+                }
+                let inv = 1.0 / sum;
+                scores.iter_mut().for_each(|x| *x *= inv);
+                // SAFETY: (i, h) belongs to this job only.
+                let o = unsafe { out.slice(i * qd + h * hd, hd) };
+                kernels::attn::weighted_sum(&scores, &c.v[layer][kv_off..], kvd, o);
             }
         }
     });

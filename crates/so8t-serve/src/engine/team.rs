@@ -189,14 +189,6 @@ impl<T> SharedMut<T> {
         Self(s.as_mut_ptr())
     }
 
-    /// `data[i] = v`.
-    ///
-    /// # Safety
-    /// `i` is in bounds and no other member writes or reads index `i` meanwhile.
-    pub(crate) unsafe fn write(&self, i: usize, v: T) {
-        *self.0.add(i) = v;
-    }
-
     /// `&mut data[start..start + len]`.
     ///
     /// # Safety

@@ -1,5 +1,5 @@
-//! AVX2+FMA+F16C kernels for float weights (F32, F16, BF16), the f32 helpers for attention and
-//! the F16 row conversions.
+//! AVX2+FMA+F16C kernels for float weights (F32, F16, BF16), the f32 dot product and the F16
+//! row conversions.
 
 use std::arch::x86_64::*;
 
@@ -129,37 +129,6 @@ pub(crate) unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         s += a[j] * b[j];
     }
     s
-}
-
-/// y += alpha·x.
-///
-/// # Safety
-/// AVX2, FMA and F16C present; `x.len() == y.len()`.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
-    let n = x.len();
-    let (px, py) = (x.as_ptr(), y.as_mut_ptr());
-    let va = _mm256_set1_ps(alpha);
-    let mut i = 0;
-    while i + 16 <= n {
-        let y0 = _mm256_fmadd_ps(va, _mm256_loadu_ps(px.add(i)), _mm256_loadu_ps(py.add(i)));
-        let y1 = _mm256_fmadd_ps(
-            va,
-            _mm256_loadu_ps(px.add(i + 8)),
-            _mm256_loadu_ps(py.add(i + 8)),
-        );
-        _mm256_storeu_ps(py.add(i), y0);
-        _mm256_storeu_ps(py.add(i + 8), y1);
-        i += 16;
-    }
-    while i + 8 <= n {
-        let y0 = _mm256_fmadd_ps(va, _mm256_loadu_ps(px.add(i)), _mm256_loadu_ps(py.add(i)));
-        _mm256_storeu_ps(py.add(i), y0);
-        i += 8;
-    }
-    for j in i..n {
-        y[j] = alpha.mul_add(x[j], y[j]);
-    }
 }
 
 /// f32 row → little-endian f16 (round to nearest even; equals ggml's conversion off NaN).

@@ -15,12 +15,13 @@
 //!   rows × four activation rows for the 32-weight types), or per weight row
 //!   [`vec_dot_multi`], which unpacks each weight block once for up to four activation rows.
 //! - [`quantize_act_row`] once per activation row and weight type ([`act_type`]), then any of
-//!   the above; [`dequantize_row`] for embeddings; [`dot_f32`] and [`axpy_f32`] for attention.
+//!   the above; [`dequantize_row`] for embeddings; [`dot_f32`] for norms; [`attn`] for attention.
 
 // Kernels index several arrays (lanes, rows, blocks) with one counter.
 #![allow(clippy::needless_range_loop)]
 
 mod act;
+pub mod attn;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
@@ -402,19 +403,6 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         return unsafe { avx2_float::dot_f32(a, b) };
     }
     scalar::dot_f32(a, b)
-}
-
-/// y += alpha·x (AVX2+FMA when available).
-pub fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
-    assert_eq!(x.len(), y.len(), "kernels: axpy_f32 of different lengths");
-    #[cfg(target_arch = "x86_64")]
-    if use_avx2() {
-        // SAFETY: the CPU has AVX2 and FMA; lengths equal.
-        return unsafe { avx2_float::axpy_f32(alpha, x, y) };
-    }
-    for (yv, xv) in y.iter_mut().zip(x) {
-        *yv += alpha * xv;
-    }
 }
 
 /// Which implementation runs ("avx2" or "scalar"), for logs. Setting the environment variable
