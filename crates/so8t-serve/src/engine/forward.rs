@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::config::{EngineConfig, RopeStyle};
 use super::kv::SeqCache;
-use super::team::{SharedMut, Team};
+use super::team::{SharedMut, Shares, Team};
 use super::weights::{ModelWeights, QTensor, QkvWeights, UpWeights};
 use crate::kernels::{self, ActType};
 
@@ -66,8 +66,9 @@ struct Segment<'a> {
 /// `out[i·stride + seg.offset + r] = dot(seg.w[r], seg.acts[i])` for `n` activation rows and
 /// every segment, in one team job (a layer's q/k/v or gate/up products cost one dispatch).
 ///
-/// One token (generation, bound by memory bandwidth): each member takes a contiguous share of
-/// the segments' rows laid end to end, so it streams through memory in order. Several tokens
+/// One token (generation, bound by memory bandwidth): the segments' rows laid end to end are
+/// cut into [`Shares`], so each member streams through its own part of memory in order and
+/// finishes by taking chunks off the end of a slower member's part. Several tokens
 /// (prompt processing, bound by compute): tiles of rows that members claim from a shared
 /// counter, so a member slowed by a busy core does not hold the others up.
 fn matmul(team: &Team, segs: &[Segment], n: usize, out: &mut [f32], stride: usize) {
@@ -76,22 +77,26 @@ fn matmul(team: &Team, segs: &[Segment], n: usize, out: &mut [f32], stride: usiz
     let total_rows: usize = segs.iter().map(|s| s.w.rows).sum();
     debug_assert!(segs.iter().all(|s| s.offset + s.w.rows <= stride) && out.len() >= n * stride);
     if n == 1 {
+        // Chunks of about 32 KiB of weights, whole groups of eight rows.
+        let chunk = (32 * 1024 / segs[0].w.row_bytes().max(1)).max(8) / 8 * 8;
+        let shares = Shares::new(total_rows, chunk, members);
         team.run(&|m| {
-            let (mut a, b) = Team::share(total_rows, m, members);
-            let mut seg_start = 0;
-            for seg in segs {
-                let seg_end = seg_start + seg.w.rows;
-                if a < b && a < seg_end {
-                    let (r0, r1) = (a - seg_start, b.min(seg_end) - seg_start);
-                    let wrb = seg.w.row_bytes();
-                    let wr = &seg.w.bytes()[r0 * wrb..r1 * wrb];
-                    // SAFETY: rows r0..r1 of this segment belong to this member only.
-                    let o = unsafe { dst.slice(seg.offset + r0, r1 - r0) };
-                    let act = &seg.acts[..seg.row_bytes];
-                    kernels::vec_dot_rows(seg.w.ty, seg.w.cols, wr, r1 - r0, act, o);
-                    a = r1 + seg_start;
+            while let Some((mut a, b)) = shares.next(m) {
+                let mut seg_start = 0;
+                for seg in segs {
+                    let seg_end = seg_start + seg.w.rows;
+                    if a < b && a < seg_end {
+                        let (r0, r1) = (a - seg_start, b.min(seg_end) - seg_start);
+                        let wrb = seg.w.row_bytes();
+                        let wr = &seg.w.bytes()[r0 * wrb..r1 * wrb];
+                        // SAFETY: rows r0..r1 of this segment belong to this chunk only.
+                        let o = unsafe { dst.slice(seg.offset + r0, r1 - r0) };
+                        let act = &seg.acts[..seg.row_bytes];
+                        kernels::vec_dot_rows(seg.w.ty, seg.w.cols, wr, r1 - r0, act, o);
+                        a = r1 + seg_start;
+                    }
+                    seg_start = seg_end;
                 }
-                seg_start = seg_end;
             }
         });
         return;

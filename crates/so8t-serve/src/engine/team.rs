@@ -176,6 +176,65 @@ impl Drop for Team {
     }
 }
 
+/// Chunks of `n` items for the members of a team job, with stealing: every member owns a
+/// contiguous share and takes its chunks front to back; once its share is done it takes chunks
+/// from the back of another member's share. A member thus reads its memory in order (what
+/// bandwidth-bound kernels want), and one slowed by the memory bus or a busy core is relieved
+/// by the others instead of holding them up.
+pub struct Shares {
+    /// Per member: (next chunk from the front, end chunk) packed as `lo << 32 | hi`.
+    ranges: Vec<AtomicU64>,
+    chunk: usize,
+    n: usize,
+}
+
+impl Shares {
+    /// Shares of `n` items in chunks of `chunk` items (≥ 1) for `members` members.
+    pub fn new(n: usize, chunk: usize, members: usize) -> Self {
+        let chunk = chunk.max(1);
+        let chunks = n.div_ceil(chunk);
+        assert!(chunks < u32::MAX as usize, "too many chunks");
+        let ranges = (0..members.max(1))
+            .map(|m| {
+                let (lo, hi) = Team::share(chunks, m, members.max(1));
+                AtomicU64::new(((lo as u64) << 32) | hi as u64)
+            })
+            .collect();
+        Self { ranges, chunk, n }
+    }
+
+    /// The next `[start, end)` items for `member`, or None when every chunk is taken.
+    pub fn next(&self, member: usize) -> Option<(usize, usize)> {
+        let members = self.ranges.len();
+        let own = member % members;
+        for k in 0..members {
+            let victim = (own + k) % members;
+            let r = &self.ranges[victim];
+            let mut cur = r.load(Ordering::Acquire);
+            loop {
+                let (lo, hi) = (cur >> 32, cur & 0xFFFF_FFFF);
+                if lo >= hi {
+                    break;
+                }
+                // The owner takes from the front, others from the back.
+                let (taken, new) = if k == 0 {
+                    (lo, ((lo + 1) << 32) | hi)
+                } else {
+                    (hi - 1, (lo << 32) | (hi - 1))
+                };
+                match r.compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => {
+                        let start = taken as usize * self.chunk;
+                        return Some((start, (start + self.chunk).min(self.n)));
+                    }
+                    Err(now) => cur = now,
+                }
+            }
+        }
+        None
+    }
+}
+
 /// A raw output pointer that team members write disjoint parts of.
 #[derive(Clone, Copy)]
 pub(crate) struct SharedMut<T>(pub *mut T);
@@ -219,6 +278,41 @@ mod tests {
                 assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
             }
         }
+    }
+
+    #[test]
+    fn shares_cover_every_item_once_and_owners_read_in_order() {
+        for members in [1, 2, 3, 5] {
+            let team = Team::new(members);
+            for (n, chunk) in [(0, 4), (1, 4), (37, 4), (1000, 7), (64, 64), (65, 64)] {
+                let shares = Shares::new(n, chunk, members);
+                let hits: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+                team.run(&|m| {
+                    let mut last_own = None;
+                    let mut stolen = false;
+                    while let Some((a, b)) = shares.next(m) {
+                        assert!(a < b && b <= n && b - a <= chunk);
+                        let (own_lo, own_hi) = Team::share(n.div_ceil(chunk), m, members);
+                        let c = a / chunk;
+                        if c >= own_lo && c < own_hi {
+                            // Own chunks come front to back, before any stolen one.
+                            assert!(!stolen && last_own.is_none_or(|l| l + 1 == c), "member {m}");
+                            last_own = Some(c);
+                        } else {
+                            stolen = true;
+                        }
+                        for h in &hits[a..b] {
+                            h.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+                assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1), "n {n}");
+            }
+        }
+        // One member alone steals everything, from the back of the others' shares.
+        let shares = Shares::new(40, 10, 2);
+        let got: Vec<_> = std::iter::from_fn(|| shares.next(0)).collect();
+        assert_eq!(got, [(0, 10), (10, 20), (30, 40), (20, 30)]);
     }
 
     #[test]
