@@ -923,3 +923,70 @@ fn official_clients_pass_on_an_exported_gguf_with_its_modelfile() {
     let srv = Server::start(&["--store", s(&store)]);
     client_checks(&p, &srv, "smolx");
 }
+
+#[test]
+fn modelfile_adapter_is_applied() {
+    let Some(p) = peers("modelfile_adapter_is_applied") else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let store = t.path().join("models");
+    let adapter = t.path().join("lora.gguf");
+    let made = Command::new(&p.python)
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../so8t-serve/tests/data/make_lora_gguf.py"),
+        )
+        .args([&p.gguf, &adapter])
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let st = s(&store);
+    for (name, extra) in [
+        ("base", String::new()),
+        ("tuned", format!("ADAPTER {}\n", adapter.display())),
+    ] {
+        let mf = t.path().join(format!("{name}.Modelfile"));
+        std::fs::write(&mf, format!("FROM {}\n{extra}", p.gguf.display())).unwrap();
+        so8t_ok(&["create", name, "-f", s(&mf), "--store", st]);
+    }
+    // A file that is not a LoRA adapter is refused by `create`.
+    let mf = t.path().join("bad.Modelfile");
+    std::fs::write(&mf, format!("FROM {0}\nADAPTER {0}\n", p.gguf.display())).unwrap();
+    let o = so8t(&["create", "bad", "-f", s(&mf), "--store", st]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("not a LoRA adapter"),
+        "{err}"
+    );
+    let srv = serve_smol(&p, &store, &[]);
+    let prompt_lp = |model: &str| -> Vec<f64> {
+        let r = srv.post(
+            "/v1/completions",
+            json!({"model": model, "prompt": "The capital of France is Paris", "echo": true,
+                   "logprobs": 1, "max_tokens": 1, "temperature": 0}),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let lp = &r.json()["choices"][0]["logprobs"]["token_logprobs"];
+        lp.as_array().unwrap()[1..]
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect()
+    };
+    let (base, tuned, adhoc) = (prompt_lp("base"), prompt_lp("tuned"), prompt_lp("smol"));
+    assert_eq!(base, adhoc, "the same file without an adapter");
+    let moved = base
+        .iter()
+        .zip(&tuned)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        moved > 0.05,
+        "the adapter did not change the log-probabilities: {base:?} vs {tuned:?}"
+    );
+    assert_eq!(srv.post("/api/generate", short_generate("bad")).status, 404);
+}

@@ -119,16 +119,22 @@ fn peers(test: &str) -> Option<PathBuf> {
 }
 
 fn llama_cpp_logits(peers: &Path, gguf: &Path, ids: &[u32]) -> Vec<f32> {
+    llama_cpp_logits_with(peers, gguf, ids, None)
+}
+
+fn llama_cpp_logits_with(peers: &Path, gguf: &Path, ids: &[u32], lora: Option<&Path>) -> Vec<f32> {
     let ids_s: Vec<String> = ids.iter().map(u32::to_string).collect();
-    let out = Command::new(peers.join("venv/bin/python"))
-        .arg(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../so8t-gguf/tests/data/llama_cpp_peer.py"),
-        )
-        .arg(gguf)
-        .arg("--ids")
-        .arg(ids_s.join(","))
-        .output()
-        .unwrap();
+    let mut cmd = Command::new(peers.join("venv/bin/python"));
+    cmd.arg(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../so8t-gguf/tests/data/llama_cpp_peer.py"),
+    )
+    .arg(gguf)
+    .arg("--ids")
+    .arg(ids_s.join(","));
+    if let Some(l) = lora {
+        cmd.arg("--lora").arg(l);
+    }
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -209,4 +215,51 @@ fn smollm2_gguf_matches_llama_cpp_and_the_hf_folder() {
             assert!(rel_hf < 2e-3, "{file} vs HF folder: {rel_hf}");
         }
     }
+}
+
+#[test]
+fn gguf_lora_adapter_matches_llama_cpp() {
+    let Some(p) = peers("gguf_lora_adapter_matches_llama_cpp") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let adapter = dir.path().join("lora.gguf");
+    let f16 = p.join("models/smollm2-135m-f16.gguf");
+    let made = Command::new(p.join("venv/bin/python"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/make_lora_gguf.py"))
+        .args([&f16, &adapter])
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let ids: Vec<u32> = vec![504, 3575, 282, 4649, 314, 7042, 30, 378, 1345];
+    let mut model = EngineModel::load(&f16).unwrap();
+    let vocab = model.cfg.vocab;
+    let base = Runner::new(Arc::new(EngineModel::load(&f16).unwrap()), 2).logits_all(&ids);
+    // 4 layers × (q, v, output, down, gate).
+    assert_eq!(model.apply_lora(&adapter, 1.0).unwrap(), 20);
+    let ours = Runner::new(Arc::new(model), 2).logits_all(&ids);
+    let theirs = llama_cpp_logits_with(&p, &f16, &ids, Some(&adapter));
+    let rel = rel_last(&ours, &theirs, vocab);
+    let moved = rel_last(&base, &theirs, vocab);
+    eprintln!("with the adapter: ours vs llama.cpp {rel:.2e}; without it {moved:.2e}");
+    assert!(rel < 2e-3, "{rel} vs llama.cpp with the adapter");
+    assert!(
+        moved > 20.0 * rel,
+        "the adapter barely changes the logits ({moved})"
+    );
+    // Not an adapter / a mismatched one: clear errors.
+    let mut m = EngineModel::load(&f16).unwrap();
+    let e = m.apply_lora(&f16, 1.0).unwrap_err().to_string();
+    assert!(e.contains("not a LoRA adapter"), "{e}");
+    let hf = EngineModel::load(&p.join("models/smollm2-hf"));
+    let e = hf
+        .unwrap()
+        .apply_lora(&adapter, 1.0)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("needs a GGUF base model"), "{e}");
 }

@@ -3,7 +3,7 @@
 cache), evaluates token ids and prints the logits of every position, and tokenizes texts with
 the file's own vocabulary. Prints one JSON object.
 
-  python llama_cpp_peer.py FILE.gguf --ids 1,2,3 --texts '["Hello", "日本"]'
+  python llama_cpp_peer.py FILE.gguf --ids 1,2,3 --texts '["Hello", "日本"]' [--lora ADAPTER.gguf]
 """
 import argparse
 import json
@@ -17,9 +17,10 @@ def main():
     ap.add_argument("gguf")
     ap.add_argument("--ids", default="")
     ap.add_argument("--texts", default="[]")
+    ap.add_argument("--lora", default=None, help="a GGUF LoRA adapter to apply (scale 1)")
     a = ap.parse_args()
     llm = Llama(model_path=a.gguf, n_ctx=512, logits_all=True, verbose=False, n_threads=2,
-                type_k=0, type_v=0)  # GGML_TYPE_F32 KV cache
+                type_k=0, type_v=0, lora_path=a.lora)  # GGML_TYPE_F32 KV cache
     out = {"arch": llm.metadata.get("general.architecture"), "n_vocab": llm.n_vocab()}
     if a.ids:
         ids = [int(x) for x in a.ids.split(",")]

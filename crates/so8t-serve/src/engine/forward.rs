@@ -225,6 +225,16 @@ fn project(team: &Team, acts: &mut ActBufs, src: &[f32], ws: &[&QTensor], out: &
         })
         .collect();
     matmul(team, &segs, n, out, stride);
+    // LoRA adapters: out += s·B·(A·x), per matrix and token.
+    let mut offset = 0;
+    for w in ws {
+        for pair in &w.lora {
+            for (x, o) in src.chunks_exact(cols).zip(out.chunks_exact_mut(stride)) {
+                pair.apply(x, &mut o[offset..offset + w.rows]);
+            }
+        }
+        offset += w.rows;
+    }
 }
 
 fn rope_tables(

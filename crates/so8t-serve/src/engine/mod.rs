@@ -6,6 +6,7 @@ pub mod bench;
 pub mod config;
 mod forward;
 mod kv;
+pub mod lora;
 pub mod team;
 pub mod weights;
 

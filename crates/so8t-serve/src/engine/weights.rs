@@ -30,6 +30,8 @@ pub struct QTensor {
     pub rows: usize,
     /// Weights per row (input features).
     pub cols: usize,
+    /// LoRA adapters added to this matrix's products ([`super::lora`]).
+    pub lora: Vec<super::lora::LoraPair>,
     row_bytes: usize,
     data: Bytes,
 }
@@ -64,6 +66,7 @@ impl QTensor {
             ty: info.ty,
             rows,
             cols,
+            lora: Vec::new(),
             row_bytes,
             data: Bytes::Gguf {
                 file: f.clone(),
@@ -71,6 +74,40 @@ impl QTensor {
                 len: rows * row_bytes,
             },
         })
+    }
+
+    /// A copy of the GGUF tensor `name` of a file that is not kept open.
+    pub(crate) fn gguf_detached(f: &GgufFile, name: &str) -> Result<Self, EngineError> {
+        let info = f.tensor(name).ok_or_else(|| EngineError::Model {
+            path: f.path().to_path_buf(),
+            msg: format!("tensor `{name}`: missing"),
+        })?;
+        let cols = info.dims.first().copied().unwrap_or(1) as usize;
+        let rows = info.dims.iter().skip(1).product::<u64>() as usize;
+        let (bs, ts) = (info.ty.block_size(), info.ty.type_size());
+        if !cols.is_multiple_of(bs) || rows * (cols / bs) * ts != info.n_bytes as usize {
+            return Err(EngineError::Model {
+                path: f.path().to_path_buf(),
+                msg: format!(
+                    "tensor `{name}`: {} bytes do not hold {rows}×{cols} {} values",
+                    info.n_bytes,
+                    info.ty.name()
+                ),
+            });
+        }
+        if crate::kernels::act_type(info.ty).is_none() {
+            return Err(EngineError::Model {
+                path: f.path().to_path_buf(),
+                msg: format!("tensor `{name}`: type {} is not supported", info.ty.name()),
+            });
+        }
+        Ok(Self::owned(
+            name,
+            info.ty,
+            rows,
+            cols,
+            f.tensor_bytes(info).to_vec(),
+        ))
     }
 
     /// An in-memory matrix.
@@ -82,6 +119,7 @@ impl QTensor {
             ty,
             rows,
             cols,
+            lora: Vec::new(),
             row_bytes,
             data: Bytes::Owned(data),
         }
@@ -126,6 +164,7 @@ impl QTensor {
 }
 
 /// The query/key/value projections.
+#[allow(clippy::large_enum_variant)] // one per layer; boxing buys nothing
 pub enum QkvWeights {
     /// One matrix `[q; k; v]` (Phi-3).
     Fused(QTensor),
@@ -134,6 +173,7 @@ pub enum QkvWeights {
 }
 
 /// The gate and up projections of the MLP.
+#[allow(clippy::large_enum_variant)] // one per layer; boxing buys nothing
 pub enum UpWeights {
     /// One matrix `[gate; up]` (Phi-3).
     Fused(QTensor),

@@ -232,6 +232,11 @@ impl Library {
                     msg: format!("{} is not a file", p.display()),
                 });
             }
+            check_adapter(&p).map_err(|msg| LibraryError::Source {
+                what: "ADAPTER",
+                value: a.to_string(),
+                msg,
+            })?;
             progress(&format!("copying adapter {}", p.display()));
             layers.push(store::put_blob_file(&self.dir, MEDIA_ADAPTER, &p)?.0);
         }
@@ -313,4 +318,27 @@ impl Library {
             details: config.details(),
         })
     }
+}
+
+/// An ADAPTER must be a GGUF LoRA adapter (what the engine applies; llama.cpp's
+/// `convert_lora_to_gguf.py` makes one from a PEFT folder).
+fn check_adapter(p: &Path) -> std::result::Result<(), String> {
+    let f = GgufFile::open(p).map_err(|e| {
+        format!("{e} (ADAPTER takes a GGUF LoRA adapter, e.g. from llama.cpp's convert_lora_to_gguf.py)")
+    })?;
+    let get = |k: &str| {
+        f.metadata(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    if get("general.type") != "adapter" || get("adapter.type") != "lora" {
+        return Err(format!(
+            "{} is a GGUF file but not a LoRA adapter (general.type {:?}, adapter.type {:?})",
+            p.display(),
+            get("general.type"),
+            get("adapter.type")
+        ));
+    }
+    Ok(())
 }

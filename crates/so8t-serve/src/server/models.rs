@@ -168,7 +168,7 @@ impl Models {
 
     fn load(&self, key: &str) -> Result<LoadedModel, ApiError> {
         let t0 = Instant::now();
-        let (path, template, system, params, digest) = if let Some((_, p)) =
+        let (path, template, system, params, digest, adapters) = if let Some((_, p)) =
             self.adhoc.iter().find(|(n, _)| n == key)
         {
             (
@@ -177,6 +177,7 @@ impl Models {
                 None,
                 ModelParams::default(),
                 so8t_store::audit::sha256_hex(p.to_string_lossy().as_bytes()),
+                Vec::new(),
             )
         } else {
             let lib = self
@@ -187,10 +188,22 @@ impl Models {
                 LibraryError::NotFound(_) | LibraryError::BadName { .. } => ApiError::no_model(key),
                 other => ApiError::internal(other.to_string()),
             })?;
-            (r.model_path, r.template, r.system, r.params, r.digest)
+            (
+                r.model_path,
+                r.template,
+                r.system,
+                r.params,
+                r.digest,
+                r.adapters,
+            )
         };
-        let model = EngineModel::load(&path)
+        let mut model = EngineModel::load(&path)
             .map_err(|e| ApiError::internal(format!("loading model {key}: {e}")))?;
+        for a in &adapters {
+            model
+                .apply_lora(a, 1.0)
+                .map_err(|e| ApiError::internal(format!("model {key}: ADAPTER: {e}")))?;
+        }
         let tokenizer = match (&model.format, &model.gguf) {
             (ModelFormat::Gguf, Some(f)) => crate::tokenizer::tokenizer_from_gguf(f)
                 .map_err(|e| ApiError::internal(format!("model {key}: {e}")))?,
