@@ -6,6 +6,7 @@
 //! (quantized or not), the pair is kept in f32.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use so8t_gguf::GgufFile;
 
@@ -39,6 +40,20 @@ impl LoraPair {
     }
 }
 
+/// Whether `f` is a LoRA adapter (`general.type = adapter`, `adapter.type = lora`); the error
+/// says what it is instead. `so8t create` checks an ADAPTER with it before storing it.
+pub fn check_adapter(f: &GgufFile) -> Result<(), String> {
+    let get = |k: &str| f.metadata(k).and_then(|v| v.as_str()).unwrap_or("");
+    if get("general.type") != "adapter" || get("adapter.type") != "lora" {
+        return Err(format!(
+            "not a LoRA adapter (general.type {:?}, adapter.type {:?}; expected \"adapter\" and \"lora\")",
+            get("general.type"),
+            get("adapter.type")
+        ));
+    }
+    Ok(())
+}
+
 impl EngineModel {
     /// Applies the GGUF LoRA adapter at `path` with factor `scale` (Ollama's ADAPTER: 1.0);
     /// returns how many matrices it changes. Several adapters add up.
@@ -54,15 +69,9 @@ impl EngineModel {
                 self.path.display()
             )));
         }
-        let f = GgufFile::open(path)?;
+        let f = Arc::new(GgufFile::open(path)?);
+        check_adapter(&f).map_err(bad)?;
         let meta_str = |k: &str| f.metadata(k).and_then(|v| v.as_str()).unwrap_or("");
-        if meta_str("general.type") != "adapter" || meta_str("adapter.type") != "lora" {
-            return Err(bad(format!(
-                "not a LoRA adapter (general.type {:?}, adapter.type {:?}; expected \"adapter\" and \"lora\")",
-                meta_str("general.type"),
-                meta_str("adapter.type")
-            )));
-        }
         let base_arch = self
             .gguf
             .as_ref()
@@ -94,7 +103,13 @@ impl EngineModel {
             };
             let b_name = format!("{base}.lora_b");
             let read = |name: &str| -> Result<(Vec<f32>, usize, usize), EngineError> {
-                let t = QTensor::gguf_detached(&f, name)?;
+                let t = QTensor::gguf(&f, name)?;
+                if crate::kernels::act_type(t.ty).is_none() {
+                    return Err(bad(format!(
+                        "tensor `{name}`: type {} is not supported",
+                        t.ty.name()
+                    )));
+                }
                 Ok((t.to_f32(), t.rows, t.cols))
             };
             let (a, a_rows, a_cols) = read(&info.name)?;

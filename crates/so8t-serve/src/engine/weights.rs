@@ -76,40 +76,6 @@ impl QTensor {
         })
     }
 
-    /// A copy of the GGUF tensor `name` of a file that is not kept open.
-    pub(crate) fn gguf_detached(f: &GgufFile, name: &str) -> Result<Self, EngineError> {
-        let info = f.tensor(name).ok_or_else(|| EngineError::Model {
-            path: f.path().to_path_buf(),
-            msg: format!("tensor `{name}`: missing"),
-        })?;
-        let cols = info.dims.first().copied().unwrap_or(1) as usize;
-        let rows = info.dims.iter().skip(1).product::<u64>() as usize;
-        let (bs, ts) = (info.ty.block_size(), info.ty.type_size());
-        if !cols.is_multiple_of(bs) || rows * (cols / bs) * ts != info.n_bytes as usize {
-            return Err(EngineError::Model {
-                path: f.path().to_path_buf(),
-                msg: format!(
-                    "tensor `{name}`: {} bytes do not hold {rows}×{cols} {} values",
-                    info.n_bytes,
-                    info.ty.name()
-                ),
-            });
-        }
-        if crate::kernels::act_type(info.ty).is_none() {
-            return Err(EngineError::Model {
-                path: f.path().to_path_buf(),
-                msg: format!("tensor `{name}`: type {} is not supported", info.ty.name()),
-            });
-        }
-        Ok(Self::owned(
-            name,
-            info.ty,
-            rows,
-            cols,
-            f.tensor_bytes(info).to_vec(),
-        ))
-    }
-
     /// An in-memory matrix.
     pub fn owned(name: &str, ty: GgmlType, rows: usize, cols: usize, data: Vec<u8>) -> Self {
         let row_bytes = cols / ty.block_size() * ty.type_size();

@@ -326,19 +326,5 @@ fn check_adapter(p: &Path) -> std::result::Result<(), String> {
     let f = GgufFile::open(p).map_err(|e| {
         format!("{e} (ADAPTER takes a GGUF LoRA adapter, e.g. from llama.cpp's convert_lora_to_gguf.py)")
     })?;
-    let get = |k: &str| {
-        f.metadata(k)
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_string()
-    };
-    if get("general.type") != "adapter" || get("adapter.type") != "lora" {
-        return Err(format!(
-            "{} is a GGUF file but not a LoRA adapter (general.type {:?}, adapter.type {:?})",
-            p.display(),
-            get("general.type"),
-            get("adapter.type")
-        ));
-    }
-    Ok(())
+    crate::engine::lora::check_adapter(&f).map_err(|e| format!("{}: {e}", p.display()))
 }
