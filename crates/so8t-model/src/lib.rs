@@ -37,6 +37,7 @@ pub mod quant;
 mod rope;
 pub mod so8;
 mod tokenizer;
+mod train_ops;
 mod weights;
 
 pub use cache::Cache;

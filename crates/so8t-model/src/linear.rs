@@ -137,6 +137,13 @@ impl Linear {
         let inp = *dims.last().unwrap_or(&0);
         let n = x.elem_count() / inp.max(1);
         let x2 = x.reshape((n, inp))?;
+        if let Some(y) = self.cpu_train_lora(&x2, train)? {
+            let mut out = dims;
+            if let Some(last) = out.last_mut() {
+                *last = self.out_features();
+            }
+            return Ok(y.reshape(out)?);
+        }
         let mut y = match &self.weight {
             // On a graph that needs gradients, a custom op computes only the gradient w.r.t. x in
             // the backward pass (a plain matmul also computes and keeps a weight-sized one for W).
@@ -182,6 +189,26 @@ impl Linear {
             *last = self.out_features();
         }
         Ok(y.reshape(out)?)
+    }
+
+    /// Training on the CPU in f32 with a dense frozen W and a LoRA adapter without dropout: the
+    /// whole layer as one op (`train_ops::lora_linear`), bias added after. `None` elsewhere.
+    fn cpu_train_lora(&self, x2: &Tensor, train: bool) -> Result<Option<Tensor>> {
+        let (LinearWeight::Dense(w), Some(l)) = (&self.weight, &self.lora) else {
+            return Ok(None);
+        };
+        let cpu_f32 = [x2, w, &l.a, &l.b]
+            .iter()
+            .all(|t| crate::train_ops::is_cpu_f32(t));
+        let tracked = x2.track_op() || l.a.track_op() || l.b.track_op();
+        if !train || !cpu_f32 || !tracked || w.track_op() || l.dropout > 0.0 {
+            return Ok(None);
+        }
+        let mut y = crate::train_ops::lora_linear(x2, w, &l.a, &l.b, l.scale)?;
+        if let Some(b) = &self.bias {
+            y = y.broadcast_add(b)?;
+        }
+        Ok(Some(y))
     }
 
     /// W + s·B·A computed in f32, cast back to the weight's dtype. A Q8_0 weight is

@@ -7,7 +7,8 @@ mod common;
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use so8t_model::loss::shifted_cross_entropy;
-use so8t_model::{Forward, Linear, LoraAdapter, Model, Result};
+use so8t_model::so8::GateMatrices;
+use so8t_model::{Forward, Linear, LoraAdapter, Model, Qkv, Result, Up};
 
 use common::{fixture, tensor_max_diff};
 
@@ -108,57 +109,118 @@ fn fused_cross_entropy_equals_the_composed_one() -> Result<()> {
     Ok(())
 }
 
-/// Gradients w.r.t. LoRA B (A gets none while B is zero) and the loss of a whole tiny f32 model
-/// trained on a packed row: attention softmax, frozen matmuls and the fused CE, against the same
-/// model in f64 (where the composed softmax and CE run).
+/// The loss and the gradients of every LoRA A/B of the first layer (all seven projections) and of
+/// every layer's gate matrices, for a whole tiny f32 model trained on a row (plain and packed):
+/// the CPU training ops (LoRA linear, SwiGLU, gate rotation, RoPE, softmax, RMSNorm, frozen
+/// matmuls, the fused CE) against the same model in f64, where the composed candle ops run.
 #[test]
 fn tiny_model_gradients_in_f32_equal_the_f64_ones() -> Result<()> {
     let dev = Device::Cpu;
     let ids = Tensor::new(&[[1u32, 17, 200, 45, 3, 99, 128, 7, 64, 250]], &dev)?;
     let ones = Tensor::ones((1, 10), DType::U32, &dev)?;
+    let llama = fixture("llama-gqa-tiny");
     for segments in [None, Some(vec![vec![6, 4]])] {
-        check_tiny(&ids, &ones, segments.as_deref())?;
+        check_tiny(&llama, &ids, &ones, segments.as_deref())?;
     }
-    Ok(())
+    // Two rows, the second padded at its end; and Phi-3 (fused qkv and gate_up) with a partial
+    // rotary embedding (half of each head rotates).
+    let ids2 = Tensor::new(&[[1u32, 17, 200, 45, 3, 99], [5, 6, 7, 8, 0, 0]], &dev)?;
+    let pad = Tensor::new(&[[1u32, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]], &dev)?;
+    check_tiny(&llama, &ids2, &pad, None)?;
+    let dir = tempfile::tempdir().expect("temp dir");
+    for f in std::fs::read_dir(fixture("phi3-tiny")).expect("fixture") {
+        let f = f.expect("fixture entry");
+        std::fs::copy(f.path(), dir.path().join(f.file_name())).expect("copy");
+    }
+    let cfg = dir.path().join("config.json");
+    let mut c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg).expect("config")).expect("json");
+    c["partial_rotary_factor"] = 0.5.into();
+    std::fs::write(&cfg, c.to_string()).expect("write config");
+    check_tiny(dir.path(), &ids, &ones, None)?;
+    check_tiny(dir.path(), &ids2, &pad, None)
 }
 
-fn check_tiny(ids: &Tensor, ones: &Tensor, segments: Option<&[Vec<usize>]>) -> Result<()> {
+/// A LoRA adapter of rank 4 with random A and B (as `Var`s) on `lin`, in `dt`.
+fn add_lora(lin: &mut Linear, dt: DType, seed: u64) -> Result<[Var; 2]> {
+    let (out, inp) = (lin.out_features(), lin.in_features());
+    let a = Var::from_tensor(&t(4 * inp, &[4, inp], 0.2, seed)?.to_dtype(dt)?)?;
+    let b = Var::from_tensor(&t(out * 4, &[out, 4], 0.2, seed + 1)?.to_dtype(dt)?)?;
+    lin.lora = Some(LoraAdapter {
+        a: a.as_tensor().clone(),
+        b: b.as_tensor().clone(),
+        scale: 2.0,
+        dropout: 0.0,
+    });
+    Ok([a, b])
+}
+
+fn check_tiny(
+    dir: &std::path::Path,
+    ids: &Tensor,
+    attn: &Tensor,
+    segments: Option<&[Vec<usize>]>,
+) -> Result<()> {
     let dev = Device::Cpu;
     let mut losses = Vec::new();
-    let mut grads = Vec::new();
+    let mut grads: Vec<Vec<Tensor>> = Vec::new();
     for dt in [DType::F32, DType::F64] {
-        let mut model = Model::load(&fixture("llama-gqa-tiny"), dt, &dev)?;
-        let lin = &mut model.layers[0].self_attn.o_proj;
-        let (out, inp) = (lin.out_features(), lin.in_features());
-        let a = Var::from_tensor(&t(4 * inp, &[4, inp], 0.2, 10)?.to_dtype(dt)?)?;
-        let b = Var::from_tensor(&t(out * 4, &[out, 4], 0.2, 11)?.to_dtype(dt)?)?;
-        lin.lora = Some(LoraAdapter {
-            a: a.as_tensor().clone(),
-            b: b.as_tensor().clone(),
-            scale: 2.0,
-            dropout: 0.0,
-        });
+        let mut model = Model::load(dir, dt, &dev)?;
+        let mut vars = Vec::new();
+        let layer = &mut model.layers[0];
+        let mut lins: Vec<&mut Linear> = match &mut layer.self_attn.qkv {
+            Qkv::Separate(q, k, v) => vec![q, k, v],
+            Qkv::Fused(l) => vec![l],
+        };
+        match &mut layer.mlp.up {
+            Up::Separate(g, u) => lins.extend([g, u]),
+            Up::Fused(l) => lins.push(l),
+        }
+        for (i, lin) in lins.into_iter().enumerate() {
+            vars.extend(add_lora(lin, dt, 10 + 2 * i as u64)?);
+        }
+        vars.extend(add_lora(&mut layer.self_attn.o_proj, dt, 30)?);
+        vars.extend(add_lora(&mut layer.mlp.down_proj, dt, 32)?);
+        let width = model.layers[0].self_attn.o_proj.in_features();
+        let eye = Tensor::eye(8, dt, &dev)?.broadcast_as((width / 8, 8, 8))?;
+        let mut gates = Vec::new();
+        for l in 0..model.layers.len() {
+            let n = width / 8 * 64;
+            let noise = t(n, &[width / 8, 8, 8], 0.1, 40 + l as u64)?.to_dtype(dt)?;
+            let m = Var::from_tensor(&(&eye + noise)?)?;
+            gates.push(Some(m.as_tensor().clone()));
+            vars.push(m);
+        }
+        let gates = GateMatrices { layers: gates };
         let logits = model.forward(
             ids,
             Forward {
                 train: true,
                 segments,
+                gates: Some(&gates),
+                attention_mask: Some(attn),
                 ..Default::default()
             },
         )?;
-        let ce = shifted_cross_entropy(&logits, ids, ones, ones)?;
+        let ce = shifted_cross_entropy(&logits, ids, attn, attn)?;
         losses.push(ce.to_dtype(DType::F64)?.to_scalar::<f64>()?);
         let g = ce.backward()?;
-        grads.push((
-            g.get(&a).unwrap().to_dtype(DType::F32)?,
-            g.get(&b).unwrap().to_dtype(DType::F32)?,
-        ));
+        let mut gs = Vec::new();
+        for v in &vars {
+            gs.push(
+                g.get(v)
+                    .expect("a gradient for every variable")
+                    .to_dtype(DType::F32)?,
+            );
+        }
+        grads.push(gs);
     }
     assert!(
         (losses[0] - losses[1]).abs() < 1e-5,
         "{segments:?}: {losses:?}"
     );
-    assert_close("A", &grads[1].0, &grads[0].0, 1e-4)?;
-    assert_close("B", &grads[1].1, &grads[0].1, 1e-4)?;
+    for (i, (g64, g32)) in grads[1].iter().zip(&grads[0]).enumerate() {
+        assert_close(&format!("variable {i}"), g64, g32, 1e-4)?;
+    }
     Ok(())
 }
