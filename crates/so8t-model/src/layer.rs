@@ -398,12 +398,7 @@ impl Attention {
                 head_dim: hd,
             };
             let y = crate::train_ops::attention_cpu(&q, &k, &v, ctx.cos, ctx.sin, ctx.mask, shape)?;
-            let y = match ctx.gate {
-                Some(m) if cpu_f32(m) => crate::train_ops::apply_blocks_cpu(&y, m)?,
-                Some(m) => apply_blocks(&y, m)?,
-                None => y,
-            };
-            return self.o_proj.forward(&y, ctx.train);
+            return self.o_proj.forward(&gated(y, ctx)?, ctx.train);
         }
         let q = q.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
         let k = k.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
@@ -431,15 +426,20 @@ impl Attention {
             .reshape((b, nh, t, hd))?
             .transpose(1, 2)?
             .reshape((b, t, nh * hd))?;
-        let y = match ctx.gate {
-            Some(m) if ctx.train && (y.track_op() || m.track_op()) && cpu_f32(&y) && cpu_f32(m) => {
-                crate::train_ops::apply_blocks_cpu(&y, m)?
-            }
-            Some(m) => apply_blocks(&y, m)?,
-            None => y,
-        };
-        self.o_proj.forward(&y, ctx.train)
+        self.o_proj.forward(&gated(y, ctx)?, ctx.train)
     }
+}
+
+/// The layer's gate (if any) applied to the attention output `y` [.., H]: as one CPU op with its
+/// own backward pass when training in f32, else through the composed [`apply_blocks`].
+fn gated(y: Tensor, ctx: &AttnCtx<'_>) -> Result<Tensor> {
+    Ok(match ctx.gate {
+        Some(m) if ctx.train && (y.track_op() || m.track_op()) && cpu_f32(&y) && cpu_f32(m) => {
+            crate::train_ops::apply_blocks_cpu(&y, m)?
+        }
+        Some(m) => apply_blocks(&y, m)?,
+        None => y,
+    })
 }
 
 /// Softmax over the last dim of the scores after adding the mask, in f32 at least; the result

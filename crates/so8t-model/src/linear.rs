@@ -138,11 +138,7 @@ impl Linear {
         let n = x.elem_count() / inp.max(1);
         let x2 = x.reshape((n, inp))?;
         if let Some(y) = self.cpu_train_lora(&x2, train)? {
-            let mut out = dims;
-            if let Some(last) = out.last_mut() {
-                *last = self.out_features();
-            }
-            return Ok(y.reshape(out)?);
+            return Ok(y.reshape(self.output_dims(dims))?);
         }
         let mut y = match &self.weight {
             // On a graph that needs gradients, a custom op computes only the gradient w.r.t. x in
@@ -184,11 +180,15 @@ impl Linear {
             let dt_y = y.dtype();
             y = (y + h.to_dtype(dt_y)?)?;
         }
-        let mut out = dims;
-        if let Some(last) = out.last_mut() {
+        Ok(y.reshape(self.output_dims(dims))?)
+    }
+
+    /// The input's dims with the last one replaced by the output width.
+    fn output_dims(&self, mut dims: Vec<usize>) -> Vec<usize> {
+        if let Some(last) = dims.last_mut() {
             *last = self.out_features();
         }
-        Ok(y.reshape(out)?)
+        dims
     }
 
     /// Training on the CPU in f32 with a dense frozen W and a LoRA adapter without dropout: the

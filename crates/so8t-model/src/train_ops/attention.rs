@@ -11,10 +11,10 @@
 
 use std::sync::Mutex;
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{exp, gemm_serial, multiversion, with_f32, Mat};
+use super::{cpu_slice, exp, gemm_serial, multiversion, F32View, Mat};
 
 /// Heads and sizes of one attention op.
 #[derive(Debug, Clone, Copy)]
@@ -54,7 +54,7 @@ pub(crate) fn attention_cpu(
     let mask = match mask {
         Some(m) => match m.dims() {
             &[r, 1, tt, ss] if (r == 1 || r == b) && tt == t && ss == t => {
-                Some((m.flatten_all()?.to_vec1::<f32>()?, r))
+                Some((m.to_dtype(DType::F32)?.contiguous()?, r))
             }
             d => candle_core::bail!("attention: mask {d:?} does not fit [{b}, 1, {t}, {t}]"),
         },
@@ -63,8 +63,8 @@ pub(crate) fn attention_cpu(
     let op = Attention {
         shape,
         rope: Rope {
-            cos: cos.flatten_all()?.to_vec1::<f32>()?,
-            sin: sin.flatten_all()?.to_vec1::<f32>()?,
+            cos: cos.to_dtype(DType::F32)?.contiguous()?,
+            sin: sin.to_dtype(DType::F32)?.contiguous()?,
             table_rows,
             t,
             half,
@@ -78,8 +78,10 @@ pub(crate) fn attention_cpu(
 
 /// Rotary tables: pair (x_j, x_{j+half}) of position p rotates by θ_{p,j}.
 struct Rope {
-    cos: Vec<f32>,
-    sin: Vec<f32>,
+    /// cos θ [table_rows, T, half] (f32, contiguous).
+    cos: Tensor,
+    /// sin θ, shaped as `cos`.
+    sin: Tensor,
     table_rows: usize,
     t: usize,
     half: usize,
@@ -88,8 +90,10 @@ struct Rope {
 impl Rope {
     /// Rotates the T rows of one head of batch row `bi` (row i of `src` at `i·stride`) into
     /// `dst` [T, hd] times `scale`; `sign` −1 rotates by −θ (the transpose).
+    #[allow(clippy::too_many_arguments)]
     fn rotate(
         &self,
+        tables: &Tables<'_>,
         dst: &mut [f32],
         src: &[f32],
         stride: usize,
@@ -102,7 +106,10 @@ impl Rope {
         for (i, d) in dst.chunks_exact_mut(hd).enumerate() {
             let x = &src[i * stride..i * stride + hd];
             let base = (table * self.t + i) * half;
-            let (c, s) = (&self.cos[base..base + half], &self.sin[base..base + half]);
+            let (c, s) = (
+                &tables.cos[base..base + half],
+                &tables.sin[base..base + half],
+            );
             for j in 0..half {
                 let (x1, x2, sj) = (x[j], x[j + half], sign * s[j]);
                 d[j] = (x1 * c[j] - x2 * sj) * scale;
@@ -115,11 +122,18 @@ impl Rope {
     }
 }
 
+/// The values of the rotary tables and the mask, read once per pass.
+struct Tables<'a> {
+    cos: &'a [f32],
+    sin: &'a [f32],
+    mask: Option<&'a [f32]>,
+}
+
 struct Attention {
     shape: AttentionShape,
     rope: Rope,
-    /// Additive mask values [rows, T, T] and rows (1 or B).
-    mask: Option<(Vec<f32>, usize)>,
+    /// Additive mask [rows, 1, T, T] (f32, contiguous) and its rows (1 or B).
+    mask: Option<(Tensor, usize)>,
     /// Per (batch row, head, query): softmax max and 1/sum, from the forward pass.
     stats: Mutex<Vec<[f32; 2]>>,
 }
@@ -208,18 +222,32 @@ impl Attention {
         }
     }
 
+    /// Views of the rotary tables and the mask, for [`Tables`].
+    fn views(&self) -> candle_core::Result<(F32View<'_>, F32View<'_>, Option<F32View<'_>>)> {
+        let mask = self
+            .mask
+            .as_ref()
+            .map(|(m, _)| F32View::of(m))
+            .transpose()?;
+        Ok((
+            F32View::of(&self.rope.cos)?,
+            F32View::of(&self.rope.sin)?,
+            mask,
+        ))
+    }
+
     /// The mask rows of batch row `bi`.
-    fn mask_of(&self, bi: usize, t: usize) -> Option<&[f32]> {
-        self.mask.as_ref().map(|(m, rows)| {
-            let r = if *rows == 1 { 0 } else { bi };
-            &m[r * t * t..(r + 1) * t * t]
-        })
+    fn mask_of<'a>(&self, tables: &Tables<'a>, bi: usize, t: usize) -> Option<&'a [f32]> {
+        let rows = self.mask.as_ref().map_or(1, |(_, r)| *r);
+        let r = if rows == 1 { 0 } else { bi };
+        tables.mask.map(|m| &m[r * t * t..(r + 1) * t * t])
     }
 
     /// (batch row, kv head, T·hd offsets) of head task `task`, and its rotated, scaled q and
     /// rotated k [T, hd].
     fn rotated(
         &self,
+        tables: &Tables<'_>,
         q: &[f32],
         k: &[f32],
         task: usize,
@@ -236,24 +264,44 @@ impl Attention {
         let mut qr = vec![0f32; t * hd];
         let mut kr = vec![0f32; t * hd];
         let (qw, kw) = (heads * hd, kv_heads * hd);
-        self.rope
-            .rotate(&mut qr, &q[bi * t * qw + h * hd..], qw, bi, 1.0, scale);
-        self.rope
-            .rotate(&mut kr, &k[bi * t * kw + g * hd..], kw, bi, 1.0, 1.0);
+        let rope = &self.rope;
+        rope.rotate(
+            tables,
+            &mut qr,
+            &q[bi * t * qw + h * hd..],
+            qw,
+            bi,
+            1.0,
+            scale,
+        );
+        rope.rotate(
+            tables,
+            &mut kr,
+            &k[bi * t * kw + g * hd..],
+            kw,
+            bi,
+            1.0,
+            1.0,
+        );
         (bi, g, qr, kr)
     }
 }
 
-/// The f32 slice of contiguous CPU storage.
-fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, e))) => Ok(&v[a..e]),
-        _ => candle_core::bail!("attention: needs contiguous f32 operands"),
-    }
+/// The scores `q_r k_rᵀ` [T, T] of one head (q_r already scaled).
+fn scores(qr: &[f32], kr: &[f32], t: usize, hd: usize) -> Vec<f32> {
+    let mut s = vec![0f32; t * t];
+    gemm_serial(
+        &mut s,
+        Mat::new(qr, t, hd),
+        Mat::new(kr, t, hd).t(),
+        1.0,
+        false,
+    );
+    s
 }
 
-/// Copies per-head blocks [tasks][T, hd] into the [B, T, heads·hd] layout (adding when `add`,
-/// for heads that share one kv head).
+/// Adds per-head blocks [tasks][T, hd] into the [B, T, heads·hd] layout; with `group` > 1,
+/// `group` consecutive tasks add into one head (query heads that share a kv head).
 fn scatter(dst: &mut [f32], blocks: &[Vec<f32>], heads: usize, t: usize, hd: usize, group: usize) {
     let width = heads * hd;
     for (task, blk) in blocks.iter().enumerate() {
@@ -287,23 +335,27 @@ impl CustomOp3 for Attention {
             kv_heads,
             head_dim: hd,
         } = self.shape;
-        let (q, k, v) = (slice(qs, ql)?, slice(ks, kl)?, slice(vs, vl)?);
+        let op = self.name();
+        let (q, k, v) = (
+            cpu_slice(op, qs, ql)?,
+            cpu_slice(op, ks, kl)?,
+            cpu_slice(op, vs, vl)?,
+        );
+        let (cos, sin, mask) = self.views()?;
+        let tables = Tables {
+            cos: &cos,
+            sin: &sin,
+            mask: mask.as_deref(),
+        };
         let kw = kv_heads * hd;
         let mut stats = vec![[0f32; 2]; b * heads * t];
         let outs: Vec<Vec<f32>> = stats
             .par_chunks_mut(t)
             .enumerate()
             .map(|(task, st)| {
-                let (bi, g, qr, kr) = self.rotated(q, k, task, t);
-                let mut s = vec![0f32; t * t];
-                gemm_serial(
-                    &mut s,
-                    Mat::new(&qr, t, hd),
-                    Mat::new(&kr, t, hd).t(),
-                    1.0,
-                    false,
-                );
-                softmax_rows(&mut s, self.mask_of(bi, t), st);
+                let (bi, g, qr, kr) = self.rotated(&tables, q, k, task, t);
+                let mut s = scores(&qr, &kr, t, hd);
+                softmax_rows(&mut s, self.mask_of(&tables, bi, t), st);
                 let vg = Mat::strided(&v[bi * t * kw + g * hd..], t, hd, kw);
                 let mut y = vec![0f32; t * hd];
                 gemm_serial(&mut y, Mat::new(&s, t, t), vg, 1.0, false);
@@ -338,57 +390,55 @@ impl CustomOp3 for Attention {
         }
         let scale = 1.0 / (hd as f32).sqrt();
         // Per head: (dQ, dK, dV) [T, hd] each, dK and dV still to be summed per kv head.
-        let per_head: Vec<[Vec<f32>; 3]> = with_f32(q, |q| {
-            with_f32(k, |k| {
-                with_f32(v, |v| {
-                    with_f32(dy, |dy| {
-                        Ok(stats
-                            .par_chunks(t)
-                            .enumerate()
-                            .map(|(task, st)| {
-                                let (bi, g, qr, kr) = self.rotated(q, k, task, t);
-                                let h = task % heads;
-                                let mut p = vec![0f32; t * t];
-                                gemm_serial(
-                                    &mut p,
-                                    Mat::new(&qr, t, hd),
-                                    Mat::new(&kr, t, hd).t(),
-                                    1.0,
-                                    false,
-                                );
-                                probabilities(&mut p, self.mask_of(bi, t), st);
-                                let dyh = Mat::strided(&dy[bi * t * qw + h * hd..], t, hd, qw);
-                                let vg = Mat::strided(&v[bi * t * kw + g * hd..], t, hd, kw);
-                                let mut dv = vec![0f32; t * hd];
-                                gemm_serial(&mut dv, Mat::new(&p, t, t).t(), dyh, 1.0, false);
-                                let mut ds = vec![0f32; t * t];
-                                gemm_serial(&mut ds, dyh, vg.t(), 1.0, false);
-                                softmax_grad(&mut ds, &p, t);
-                                let (mut dqr, mut dkr) = (vec![0f32; t * hd], vec![0f32; t * hd]);
-                                gemm_serial(
-                                    &mut dqr,
-                                    Mat::new(&ds, t, t),
-                                    Mat::new(&kr, t, hd),
-                                    1.0,
-                                    false,
-                                );
-                                gemm_serial(
-                                    &mut dkr,
-                                    Mat::new(&ds, t, t).t(),
-                                    Mat::new(&qr, t, hd),
-                                    1.0,
-                                    false,
-                                );
-                                let (mut dq, mut dk) = (vec![0f32; t * hd], vec![0f32; t * hd]);
-                                self.rope.rotate(&mut dq, &dqr, hd, bi, -1.0, scale);
-                                self.rope.rotate(&mut dk, &dkr, hd, bi, -1.0, 1.0);
-                                [dq, dk, dv]
-                            })
-                            .collect())
-                    })
-                })
+        let (qc, kc, vc, dyc) = (
+            q.contiguous()?,
+            k.contiguous()?,
+            v.contiguous()?,
+            dy.contiguous()?,
+        );
+        let (qv, kv, vv, dyv) = (
+            F32View::of(&qc)?,
+            F32View::of(&kc)?,
+            F32View::of(&vc)?,
+            F32View::of(&dyc)?,
+        );
+        let (qs, ks, vs, dys): (&[f32], &[f32], &[f32], &[f32]) = (&qv, &kv, &vv, &dyv);
+        let (cos, sin, mask) = self.views()?;
+        let tables = Tables {
+            cos: &cos,
+            sin: &sin,
+            mask: mask.as_deref(),
+        };
+        let per_head: Vec<[Vec<f32>; 3]> = stats
+            .par_chunks(t)
+            .enumerate()
+            .map(|(task, st)| {
+                let (bi, g, qr, kr) = self.rotated(&tables, qs, ks, task, t);
+                let h = task % heads;
+                let mut p = scores(&qr, &kr, t, hd);
+                probabilities(&mut p, self.mask_of(&tables, bi, t), st);
+                let dyh = Mat::strided(&dys[bi * t * qw + h * hd..], t, hd, qw);
+                let vg = Mat::strided(&vs[bi * t * kw + g * hd..], t, hd, kw);
+                let mut dv = vec![0f32; t * hd];
+                gemm_serial(&mut dv, Mat::new(&p, t, t).t(), dyh, 1.0, false);
+                let mut ds = vec![0f32; t * t];
+                gemm_serial(&mut ds, dyh, vg.t(), 1.0, false);
+                softmax_grad(&mut ds, &p, t);
+                let (mut dqr, mut dkr) = (vec![0f32; t * hd], vec![0f32; t * hd]);
+                let (ds, qr, kr) = (
+                    Mat::new(&ds, t, t),
+                    Mat::new(&qr, t, hd),
+                    Mat::new(&kr, t, hd),
+                );
+                gemm_serial(&mut dqr, ds, kr, 1.0, false);
+                gemm_serial(&mut dkr, ds.t(), qr, 1.0, false);
+                let (mut dq, mut dk) = (vec![0f32; t * hd], vec![0f32; t * hd]);
+                self.rope
+                    .rotate(&tables, &mut dq, &dqr, hd, bi, -1.0, scale);
+                self.rope.rotate(&tables, &mut dk, &dkr, hd, bi, -1.0, 1.0);
+                [dq, dk, dv]
             })
-        })?;
+            .collect();
         let (mut dq, mut dk, mut dv) = (
             vec![0f32; b * t * qw],
             vec![0f32; b * t * kw],

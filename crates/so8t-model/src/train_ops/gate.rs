@@ -6,7 +6,7 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::with_f32;
+use super::{cpu_slice, F32View};
 
 /// Rows per parallel task.
 const ROWS: usize = 16;
@@ -43,17 +43,15 @@ impl CustomOp2 for BlockRotate {
         ms: &CpuStorage,
         ml: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(z), CpuStorage::F32(m), Some((za, ze)), Some((ma, me))) =
-            (zs, ms, zl.contiguous_offsets(), ml.contiguous_offsets())
-        else {
-            candle_core::bail!("so8-block-rotate: needs contiguous f32 operands")
-        };
         let d = zl.dims().last().copied().unwrap_or(0);
         let nb = match ml.dims() {
             &[nb, 8, 8] if nb * 8 == d => nb,
             md => candle_core::bail!("so8-block-rotate: gate {md:?} does not fit rows of {d}"),
         };
-        let (z, m) = (&z[za..ze], &m[ma..me]);
+        let (z, m) = (
+            cpu_slice(self.name(), zs, zl)?,
+            cpu_slice(self.name(), ms, ml)?,
+        );
         let mut out = vec![0f32; z.len()];
         if nb > 0 {
             out.par_chunks_mut(ROWS * d)
@@ -74,29 +72,23 @@ impl CustomOp2 for BlockRotate {
         let d = nb * 8;
         let mut dz = vec![0f32; z.elem_count()];
         let mut dm = vec![0f32; nb * 64];
-        with_f32(g, |g| {
-            with_f32(z, |z| {
-                with_f32(m, |m| {
-                    if nb == 0 {
-                        return Ok(());
-                    }
-                    dz.par_chunks_mut(ROWS * d)
-                        .zip(g.par_chunks(ROWS * d))
-                        .for_each(|(dz, g)| rotate_rows(dz, g, m, true));
-                    dm.par_chunks_mut(64).enumerate().for_each(|(b, dmb)| {
-                        for (g_row, z_row) in g.chunks_exact(d).zip(z.chunks_exact(d)) {
-                            let (g8, z8) = (&g_row[b * 8..b * 8 + 8], &z_row[b * 8..b * 8 + 8]);
-                            for i in 0..8 {
-                                for j in 0..8 {
-                                    dmb[i * 8 + j] += g8[i] * z8[j];
-                                }
-                            }
+        if nb > 0 {
+            let (gc, zc, mc) = (g.contiguous()?, z.contiguous()?, m.contiguous()?);
+            let (g, z, m) = (F32View::of(&gc)?, F32View::of(&zc)?, F32View::of(&mc)?);
+            dz.par_chunks_mut(ROWS * d)
+                .zip(g.par_chunks(ROWS * d))
+                .for_each(|(dz, g)| rotate_rows(dz, g, &m, true));
+            dm.par_chunks_mut(64).enumerate().for_each(|(b, dmb)| {
+                for (g_row, z_row) in g.chunks_exact(d).zip(z.chunks_exact(d)) {
+                    let (g8, z8) = (&g_row[b * 8..b * 8 + 8], &z_row[b * 8..b * 8 + 8]);
+                    for i in 0..8 {
+                        for j in 0..8 {
+                            dmb[i * 8 + j] += g8[i] * z8[j];
                         }
-                    });
-                    Ok(())
-                })
-            })
-        })?;
+                    }
+                }
+            });
+        }
         Ok((
             Some(Tensor::from_vec(dz, z.shape(), z.device())?),
             Some(Tensor::from_vec(dm, m.shape(), m.device())?),

@@ -5,7 +5,7 @@
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
-use super::{gemm, with_f32, Mat};
+use super::{cpu_slice, gemm, F32View, Mat};
 
 /// `x Wᵀ + s·(x Aᵀ) Bᵀ` for `x` [n, in], A [r, in], B [out, r] and a frozen W [out, in], all f32 on
 /// the CPU.
@@ -46,14 +46,6 @@ fn dims(
     }
 }
 
-/// The contiguous f32 slice of CPU storage under `l`.
-fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, e))) => Ok(&v[a..e]),
-        _ => candle_core::bail!("lora-linear: needs contiguous f32 operands"),
-    }
-}
-
 impl CustomOp3 for LoraLinear {
     fn name(&self) -> &'static str {
         "lora-linear"
@@ -69,12 +61,21 @@ impl CustomOp3 for LoraLinear {
         bl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (n, i, r, o) = dims(xl.dims(), al.dims(), bl.dims(), self.w.dims())?;
-        let (x, a, b) = (slice(xs, xl)?, slice(as_, al)?, slice(bs, bl)?);
+        let op = self.name();
+        let (x, a, b) = (
+            cpu_slice(op, xs, xl)?,
+            cpu_slice(op, as_, al)?,
+            cpu_slice(op, bs, bl)?,
+        );
+        let w = F32View::of(&self.w)?;
         let mut y = vec![0f32; n * o];
-        with_f32(&self.w, |w| {
-            gemm(&mut y, Mat::new(x, n, i), Mat::new(w, o, i).t(), 1.0, false);
-            Ok(())
-        })?;
+        gemm(
+            &mut y,
+            Mat::new(x, n, i),
+            Mat::new(&w, o, i).t(),
+            1.0,
+            false,
+        );
         let mut t = vec![0f32; n * r];
         gemm(&mut t, Mat::new(x, n, i), Mat::new(a, r, i).t(), 1.0, false);
         gemm(
@@ -104,29 +105,34 @@ impl CustomOp3 for LoraLinear {
             vec![0f32; r * i],
             vec![0f32; o * r],
         );
-        with_f32(g, |g| {
-            with_f32(x, |x| {
-                with_f32(a, |a| {
-                    with_f32(b, |b| {
-                        with_f32(&self.w, |w| {
-                            let (g, x, a) =
-                                (Mat::new(g, n, o), Mat::new(x, n, i), Mat::new(a, r, i));
-                            let mut u = vec![0f32; n * r];
-                            gemm(&mut u, g, Mat::new(b, o, r), 1.0, false);
-                            let mut t = vec![0f32; n * r];
-                            gemm(&mut t, x, a.t(), 1.0, false);
-                            if track_x {
-                                gemm(&mut dx, g, Mat::new(w, o, i), 1.0, false);
-                                gemm(&mut dx, Mat::new(&u, n, r), a, s, true);
-                            }
-                            gemm(&mut da, Mat::new(&u, n, r).t(), x, s, false);
-                            gemm(&mut db, g.t(), Mat::new(&t, n, r), s, false);
-                            Ok(())
-                        })
-                    })
-                })
-            })
-        })?;
+        let (gc, xc, ac, bc) = (
+            g.contiguous()?,
+            x.contiguous()?,
+            a.contiguous()?,
+            b.contiguous()?,
+        );
+        let (gv, xv, av, bv) = (
+            F32View::of(&gc)?,
+            F32View::of(&xc)?,
+            F32View::of(&ac)?,
+            F32View::of(&bc)?,
+        );
+        let w = F32View::of(&self.w)?;
+        let (g, xm, am) = (
+            Mat::new(&gv, n, o),
+            Mat::new(&xv, n, i),
+            Mat::new(&av, r, i),
+        );
+        let mut u = vec![0f32; n * r];
+        gemm(&mut u, g, Mat::new(&bv, o, r), 1.0, false);
+        let mut t = vec![0f32; n * r];
+        gemm(&mut t, xm, am.t(), 1.0, false);
+        if track_x {
+            gemm(&mut dx, g, Mat::new(&w, o, i), 1.0, false);
+            gemm(&mut dx, Mat::new(&u, n, r), am, s, true);
+        }
+        gemm(&mut da, Mat::new(&u, n, r).t(), xm, s, false);
+        gemm(&mut db, g.t(), Mat::new(&t, n, r), s, false);
         let dev = x.device();
         let dx = match track_x {
             true => Some(Tensor::from_vec(dx, (n, i), dev)?),

@@ -1,15 +1,18 @@
 //! CPU training ops in f32, each one candle custom op with its own backward pass where the
-//! composed graph records many: a LoRA linear layer over a frozen weight (`lora.rs`), SwiGLU
-//! (`swiglu.rs`) and the SO(8) gate's per-block rotation (`gate.rs`). Every recorded op costs a
+//! composed graph records many: a LoRA linear layer over a frozen weight (`lora.rs`),
+//! self-attention with its rotary embedding (`attention.rs`), SwiGLU (`swiglu.rs`) and the SO(8)
+//! gate's per-block rotation (`gate.rs`). Every recorded op costs a
 //! tensor allocation and, in the backward pass, a zero-filled gradient plus an addition; these
 //! ops write their results and gradients once. Each is checked against the composed ops it
-//! replaces (`tests/train_ops.rs`).
+//! replaces (`tests/train_ops.rs`; attention also against an f64 reference and its finite
+//! differences).
 //!
 //! The helpers here: f32 views of CPU tensors, a row-major `gemm` wrapper (the `gemm` crate that
 //! candle's own CPU matmul calls, with accumulation into the destination), and a vectorizable
 //! `exp`.
 
-use candle_core::{CpuStorage, DType, Storage, Tensor};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, DType, Layout, Storage, StorageRef, Tensor};
 
 mod attention;
 mod gate;
@@ -26,20 +29,51 @@ pub(crate) fn is_cpu_f32(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == DType::F32
 }
 
-/// Runs `f` on the f32 values of a CPU tensor (made contiguous first if it is not).
-pub(crate) fn with_f32<R>(
-    t: &Tensor,
-    f: impl FnOnce(&[f32]) -> candle_core::Result<R>,
-) -> candle_core::Result<R> {
-    let t = t.contiguous()?;
-    let (s, l) = t.storage_and_layout();
-    let Storage::Cpu(CpuStorage::F32(v)) = &*s else {
-        candle_core::bail!("train op: expected an f32 CPU tensor, got {:?}", t.dtype())
-    };
-    let Some((a, e)) = l.contiguous_offsets() else {
-        candle_core::bail!("train op: tensor is not contiguous")
-    };
-    f(&v[a..e])
+/// The f32 values of a contiguous CPU tensor, borrowed (read-locked) as long as the view lives.
+pub(crate) struct F32View<'a> {
+    storage: StorageRef<'a>,
+    start: usize,
+    end: usize,
+}
+
+impl<'a> F32View<'a> {
+    /// A view of `t`, which must be a contiguous f32 CPU tensor (call `contiguous()` first).
+    pub(crate) fn of(t: &'a Tensor) -> candle_core::Result<Self> {
+        let (storage, l) = t.storage_and_layout();
+        let Some((start, end)) = l.contiguous_offsets() else {
+            candle_core::bail!("train op: tensor {:?} is not contiguous", t.dims())
+        };
+        if !matches!(&*storage, Storage::Cpu(CpuStorage::F32(_))) {
+            candle_core::bail!("train op: expected an f32 CPU tensor, got {:?}", t.dtype())
+        }
+        Ok(Self {
+            storage,
+            start,
+            end,
+        })
+    }
+}
+
+impl std::ops::Deref for F32View<'_> {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        match &*self.storage {
+            Storage::Cpu(CpuStorage::F32(v)) => &v[self.start..self.end],
+            _ => &[], // `of` admits f32 CPU storage only
+        }
+    }
+}
+
+/// The f32 values of an op's contiguous CPU operand (`op` names the op in the error).
+pub(crate) fn cpu_slice<'a>(
+    op: &str,
+    s: &'a CpuStorage,
+    l: &Layout,
+) -> candle_core::Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, e))) => Ok(&v[a..e]),
+        _ => candle_core::bail!("{op}: needs contiguous f32 operands, got {:?}", s.dtype()),
+    }
 }
 
 /// A matrix view for [`gemm`]: `data[r·rs + c·cs]` is element (r, c).

@@ -5,7 +5,7 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{multiversion, sigmoid, with_f32};
+use super::{cpu_slice, multiversion, sigmoid, F32View};
 
 /// Elements per parallel task.
 const CHUNK: usize = 16 * 1024;
@@ -49,15 +49,13 @@ impl CustomOp2 for SwiGlu {
         us: &CpuStorage,
         ul: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(g), CpuStorage::F32(u), Some((ga, ge)), Some((ua, ue))) =
-            (gs, us, gl.contiguous_offsets(), ul.contiguous_offsets())
-        else {
-            candle_core::bail!("swiglu: needs contiguous f32 operands")
-        };
         if gl.dims() != ul.dims() {
             candle_core::bail!("swiglu: gate is {:?}, up is {:?}", gl.dims(), ul.dims())
         }
-        let (g, u) = (&g[ga..ge], &u[ua..ue]);
+        let (g, u) = (
+            cpu_slice(self.name(), gs, gl)?,
+            cpu_slice(self.name(), us, ul)?,
+        );
         let mut h = vec![0f32; g.len()];
         h.par_chunks_mut(CHUNK)
             .zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)))
@@ -74,18 +72,13 @@ impl CustomOp2 for SwiGlu {
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let n = g.elem_count();
         let (mut dg, mut du) = (vec![0f32; n], vec![0f32; n]);
-        with_f32(dh, |dh| {
-            with_f32(g, |g| {
-                with_f32(u, |u| {
-                    dg.par_chunks_mut(CHUNK)
-                        .zip(du.par_chunks_mut(CHUNK))
-                        .zip(dh.par_chunks(CHUNK))
-                        .zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)))
-                        .for_each(|(((dg, du), dh), (g, u))| backward_chunk(dg, du, dh, g, u));
-                    Ok(())
-                })
-            })
-        })?;
+        let (dhc, gc, uc) = (dh.contiguous()?, g.contiguous()?, u.contiguous()?);
+        let (dhv, gv, uv) = (F32View::of(&dhc)?, F32View::of(&gc)?, F32View::of(&uc)?);
+        dg.par_chunks_mut(CHUNK)
+            .zip(du.par_chunks_mut(CHUNK))
+            .zip(dhv.par_chunks(CHUNK))
+            .zip(gv.par_chunks(CHUNK).zip(uv.par_chunks(CHUNK)))
+            .for_each(|(((dg, du), dh), (g, u))| backward_chunk(dg, du, dh, g, u));
         Ok((
             Some(Tensor::from_vec(dg, g.shape(), g.device())?),
             Some(Tensor::from_vec(du, u.shape(), u.device())?),
