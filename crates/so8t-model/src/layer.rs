@@ -207,7 +207,7 @@ fn rotate_half(x: &Tensor) -> Result<Tensor> {
 }
 
 /// `cos`/`sin` are `[T, rot/2]`, or `[B, T, rot/2]` for packed rows (per-row positions).
-fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, train: bool) -> Result<Tensor> {
+pub(crate) fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, train: bool) -> Result<Tensor> {
     if let Some(y) = crate::fused::rope(x, cos, sin)? {
         return Ok(y);
     }
@@ -375,9 +375,11 @@ impl Attention {
     fn forward(&self, x: &Tensor, ctx: &AttnCtx<'_>, cache: Option<&mut Cache>) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let mut qkv_fused = None;
         let (q, k, v) = match &self.qkv {
             Qkv::Fused(l) => {
                 let qkv = l.forward(x, ctx.train)?;
+                let qkv = qkv_fused.insert(qkv);
                 (
                     qkv.narrow(D::Minus1, 0, nh * hd)?,
                     qkv.narrow(D::Minus1, nh * hd, nkv * hd)?,
@@ -400,6 +402,19 @@ impl Attention {
             let y = crate::train_ops::attention_cpu(&q, &k, &v, ctx.cos, ctx.sin, ctx.mask, shape)?;
             return self.o_proj.forward(&gated(y, ctx)?, ctx.train);
         }
+        if ctx.train && tracked && cache.is_none() && crate::composite::applies(&q) {
+            let heads = crate::composite::Heads {
+                heads: nh,
+                kv_heads: nkv,
+                head_dim: hd,
+            };
+            let qkv = match &qkv_fused {
+                Some(x) => x.clone(),
+                None => Tensor::cat(&[&q, &k, &v], D::Minus1)?,
+            };
+            let y = crate::composite::attention(&qkv, heads, ctx.cos, ctx.sin, ctx.mask)?;
+            return self.o_proj.forward(&gated(y, ctx)?, ctx.train);
+        }
         let q = q.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
         let k = k.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
         let v = v.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
@@ -418,7 +433,7 @@ impl Attention {
         let att = qg.matmul(&k.t()?)?.reshape((b, nh, t, s))?;
         let att = match crate::fused::softmax(&att, ctx.mask)? {
             Some(p) => p,
-            None => softmax_composed(att, ctx)?,
+            None => masked_softmax(att, ctx.mask, ctx.train)?,
         };
         let att = att.reshape((b, nkv, rep * t, s))?;
         let y = att.matmul(&v.contiguous()?)?; // [b, nkv, rep·t, hd]
@@ -437,22 +452,25 @@ fn gated(y: Tensor, ctx: &AttnCtx<'_>) -> Result<Tensor> {
         Some(m) if ctx.train && (y.track_op() || m.track_op()) && cpu_f32(&y) && cpu_f32(m) => {
             crate::train_ops::apply_blocks_cpu(&y, m)?
         }
-        Some(m) => apply_blocks(&y, m)?,
+        Some(m) => match crate::fused::apply_blocks(&y, m)? {
+            Some(z) => z,
+            None => apply_blocks(&y, m)?,
+        },
         None => y,
     })
 }
 
-/// Softmax over the last dim of the scores after adding the mask, in f32 at least; the result
-/// in the scores' dtype.
-fn softmax_composed(att: Tensor, ctx: &AttnCtx<'_>) -> Result<Tensor> {
+/// Softmax over the last dim of the scores after adding the additive `mask`, in f32 at least;
+/// the result in the scores' dtype (composed, where the fused kernel does not apply).
+pub(crate) fn masked_softmax(att: Tensor, mask: Option<&Tensor>, train: bool) -> Result<Tensor> {
     let dt = att.dtype();
     let mut att = att.to_dtype(DType::F32.max_precision(dt))?;
-    if let Some(m) = ctx.mask {
+    if let Some(m) = mask {
         att = att.broadcast_add(&m.to_dtype(att.dtype())?)?;
     }
-    let att = if ctx.train && att.device().is_cpu() && att.dtype() == DType::F32 {
+    let att = if train && att.device().is_cpu() && att.dtype() == DType::F32 {
         att.contiguous()?.apply_op1(TrainSoftmax)?
-    } else if ctx.train {
+    } else if train {
         candle_nn::ops::softmax(&att, D::Minus1)?
     } else {
         candle_nn::ops::softmax_last_dim(&att)?

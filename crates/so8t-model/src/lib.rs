@@ -16,6 +16,7 @@
 pub mod bake;
 mod cache;
 mod chat_template;
+pub mod composite;
 mod config;
 pub mod device;
 pub mod dropout;

@@ -137,7 +137,7 @@ impl Linear {
         let inp = *dims.last().unwrap_or(&0);
         let n = x.elem_count() / inp.max(1);
         let x2 = x.reshape((n, inp))?;
-        if let Some(y) = self.cpu_train_lora(&x2, train)? {
+        if let Some(y) = self.train_lora(&x2, train)? {
             return Ok(y.reshape(self.output_dims(dims))?);
         }
         let mut y = match &self.weight {
@@ -191,20 +191,30 @@ impl Linear {
         dims
     }
 
-    /// Training on the CPU in f32 with a dense frozen W and a LoRA adapter without dropout: the
-    /// whole layer as one op (`train_ops::lora_linear`), bias added after. `None` elsewhere.
-    fn cpu_train_lora(&self, x2: &Tensor, train: bool) -> Result<Option<Tensor>> {
+    /// Training with a dense frozen W and a LoRA adapter without dropout: the whole layer as one
+    /// autograd node, bias added after. On the CPU in f32 that is `train_ops::lora_linear`, where
+    /// [`crate::composite::applies`] (on CUDA) the composite op in the input's dtype (the
+    /// adapters cast to it, as in the composed graph on a GPU). `None` elsewhere.
+    fn train_lora(&self, x2: &Tensor, train: bool) -> Result<Option<Tensor>> {
         let (LinearWeight::Dense(w), Some(l)) = (&self.weight, &self.lora) else {
             return Ok(None);
         };
+        let tracked = x2.track_op() || l.a.track_op() || l.b.track_op();
+        if !train || !tracked || w.track_op() || l.dropout > 0.0 {
+            return Ok(None);
+        }
         let cpu_f32 = [x2, w, &l.a, &l.b]
             .iter()
             .all(|t| crate::train_ops::is_cpu_f32(t));
-        let tracked = x2.track_op() || l.a.track_op() || l.b.track_op();
-        if !train || !cpu_f32 || !tracked || w.track_op() || l.dropout > 0.0 {
+        let mut y = if cpu_f32 {
+            crate::train_ops::lora_linear(x2, w, &l.a, &l.b, l.scale)?
+        } else if crate::composite::applies(x2) && w.dtype() == x2.dtype() {
+            let dt = x2.dtype();
+            let (a, b) = (l.a.to_dtype(dt)?, l.b.to_dtype(dt)?);
+            crate::composite::lora_linear(x2, w, &a, &b, l.scale)?
+        } else {
             return Ok(None);
-        }
-        let mut y = crate::train_ops::lora_linear(x2, w, &l.a, &l.b, l.scale)?;
+        };
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
         }

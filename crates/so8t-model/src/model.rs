@@ -359,6 +359,23 @@ impl Model {
         ))?)
     }
 
+    /// The logits `[B, T, V]` for [`crate::loss::shifted_cross_entropy`]: as [`Self::logits`],
+    /// but left in the model's dtype where the fused cross-entropy takes them (on CUDA: it
+    /// computes in f32 from bf16 logits, so no f32 copy of the logits and their gradient).
+    pub fn logits_for_loss(&self, hidden: &Tensor) -> Result<Tensor> {
+        if !crate::fused::applies(hidden) {
+            return self.logits(hidden);
+        }
+        let (b, t, h) = hidden.dims3()?;
+        let x = hidden.reshape((b * t, h))?;
+        let y = if crate::linear::is_frozen_on_tracked(&x, &self.lm_head) {
+            crate::linear::frozen_matmul(&x.contiguous()?, &self.lm_head)?
+        } else {
+            x.matmul(&self.lm_head.t()?)?
+        };
+        Ok(y.reshape((b, t, self.cfg.vocab_size))?)
+    }
+
     /// Logits at every position: `[B, T, V]`.
     pub fn forward(&self, input_ids: &Tensor, fw: Forward<'_>) -> Result<Tensor> {
         let h = self.hidden_states(input_ids, fw)?;

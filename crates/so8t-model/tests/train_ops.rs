@@ -120,13 +120,44 @@ fn tiny_model_gradients_in_f32_equal_the_f64_ones() -> Result<()> {
     let ones = Tensor::ones((1, 10), DType::U32, &dev)?;
     let llama = fixture("llama-gqa-tiny");
     for segments in [None, Some(vec![vec![6, 4]])] {
-        check_tiny(&llama, &ids, &ones, segments.as_deref())?;
+        check_tiny(&llama, &ids, &ones, segments.as_deref(), F32_VS_F64)?;
     }
     // Two rows, the second padded at its end; and Phi-3 (fused qkv and gate_up) with a partial
     // rotary embedding (half of each head rotates).
     let ids2 = Tensor::new(&[[1u32, 17, 200, 45, 3, 99], [5, 6, 7, 8, 0, 0]], &dev)?;
     let pad = Tensor::new(&[[1u32, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]], &dev)?;
-    check_tiny(&llama, &ids2, &pad, None)?;
+    check_tiny(&llama, &ids2, &pad, None, F32_VS_F64)?;
+    let phi3 = phi3_partial_rotary();
+    check_tiny(phi3.path(), &ids, &ones, None, F32_VS_F64)?;
+    check_tiny(phi3.path(), &ids2, &pad, None, F32_VS_F64)
+}
+
+/// The CPU's f32 training ops against the composed graph in f64.
+const F32_VS_F64: [(DType, bool); 2] = [(DType::F32, false), (DType::F64, false)];
+
+/// The same model checks in f64 with the composite ops (the GPU's LoRA linear and attention
+/// nodes, `so8t_model::composite`) against the composed graph.
+#[test]
+fn tiny_model_gradients_through_the_composite_ops_equal_the_composed_ones() -> Result<()> {
+    let dev = Device::Cpu;
+    let runs = [(DType::F64, true), (DType::F64, false)];
+    let ids = Tensor::new(&[[1u32, 17, 200, 45, 3, 99, 128, 7, 64, 250]], &dev)?;
+    let ones = Tensor::ones((1, 10), DType::U32, &dev)?;
+    let llama = fixture("llama-gqa-tiny");
+    for segments in [None, Some(vec![vec![6, 4]])] {
+        check_tiny(&llama, &ids, &ones, segments.as_deref(), runs)?;
+    }
+    let ids2 = Tensor::new(&[[1u32, 17, 200, 45, 3, 99], [5, 6, 7, 8, 0, 0]], &dev)?;
+    let pad = Tensor::new(&[[1u32, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]], &dev)?;
+    check_tiny(&llama, &ids2, &pad, None, runs)?;
+    let phi3 = phi3_partial_rotary();
+    check_tiny(phi3.path(), &ids, &ones, Some(&[vec![3, 7]]), runs)?;
+    check_tiny(phi3.path(), &ids2, &pad, None, runs)
+}
+
+/// The Phi-3 fixture (fused qkv and gate_up) with a partial rotary embedding (half of each head
+/// rotates), in a temporary directory.
+fn phi3_partial_rotary() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
     for f in std::fs::read_dir(fixture("phi3-tiny")).expect("fixture") {
         let f = f.expect("fixture entry");
@@ -137,8 +168,7 @@ fn tiny_model_gradients_in_f32_equal_the_f64_ones() -> Result<()> {
         serde_json::from_str(&std::fs::read_to_string(&cfg).expect("config")).expect("json");
     c["partial_rotary_factor"] = 0.5.into();
     std::fs::write(&cfg, c.to_string()).expect("write config");
-    check_tiny(dir.path(), &ids, &ones, None)?;
-    check_tiny(dir.path(), &ids2, &pad, None)
+    dir
 }
 
 /// A LoRA adapter of rank 4 with random A and B (as `Var`s) on `lin`, in `dt`.
@@ -160,11 +190,13 @@ fn check_tiny(
     ids: &Tensor,
     attn: &Tensor,
     segments: Option<&[Vec<usize>]>,
+    runs: [(DType, bool); 2],
 ) -> Result<()> {
     let dev = Device::Cpu;
     let mut losses = Vec::new();
     let mut grads: Vec<Vec<Tensor>> = Vec::new();
-    for dt in [DType::F32, DType::F64] {
+    for (dt, composite) in runs {
+        so8t_model::composite::set_on_cpu(composite);
         let mut model = Model::load(dir, dt, &dev)?;
         let mut vars = Vec::new();
         let layer = &mut model.layers[0];
@@ -215,12 +247,19 @@ fn check_tiny(
         }
         grads.push(gs);
     }
+    so8t_model::composite::set_on_cpu(false);
+    // f32 against f64, or two f64 paths (rounding only).
+    let (tol_loss, tol) = if runs[0].0 == DType::F64 {
+        (1e-12, 1e-6)
+    } else {
+        (1e-5, 1e-4)
+    };
     assert!(
-        (losses[0] - losses[1]).abs() < 1e-5,
+        (losses[0] - losses[1]).abs() < tol_loss,
         "{segments:?}: {losses:?}"
     );
     for (i, (g64, g32)) in grads[1].iter().zip(&grads[0]).enumerate() {
-        assert_close(&format!("variable {i}"), g64, g32, 1e-4)?;
+        assert_close(&format!("variable {i}"), g64, g32, tol)?;
     }
     Ok(())
 }

@@ -324,7 +324,7 @@ impl Trainer {
         b: &Batch,
         t: u64,
     ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
-        let logits = self.model.logits(hidden)?;
+        let logits = self.model.logits_for_loss(hidden)?;
         let ce = shifted_cross_entropy(&logits, &b.input_ids, &b.label_mask, &b.attention_mask)?;
         let mut loss = ce.clone();
         let pet = match &self.cfg.pet {

@@ -1,5 +1,5 @@
 //! `so8t bench kernels`: each fused training op (RMSNorm, masked softmax, SwiGLU, rotary
-//! embedding) against the composed candle graph it replaces, on the device: the largest
+//! embedding, the SO(8) gate's block rotation) against the composed candle graph it replaces, on the device: the largest
 //! difference of the outputs and of the input gradients (through a random upstream gradient),
 //! and the time of forward + backward of each.
 
@@ -8,6 +8,11 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor, Var, D};
 use so8t_model::fused;
+
+/// The composed gate rotation (`so8::apply_blocks`) as a candle result.
+fn apply_blocks(z: &Tensor, m: &Tensor) -> candle_core::Result<Tensor> {
+    so8t_model::so8::apply_blocks(z, m).map_err(candle_core::Error::wrap)
+}
 
 /// `bench kernels`.
 #[derive(clap::Args)]
@@ -87,6 +92,10 @@ pub fn run(a: KernelBenchArgs) -> Result<()> {
     )?;
     let ang = pos.unsqueeze(1)?.broadcast_mul(&inv)?;
     let (cos, sin) = (ang.cos()?, ang.sin()?);
+    // Near-identity gate matrices (f32, as the trainer makes them) and a gate input.
+    let gate_m = (Tensor::eye(8, DType::F32, &dev)?.broadcast_as((h / 8, 8, 8))?
+        + (Tensor::randn(0f32, 1f32, (h / 8, 8, 8), &dev)? * 0.1)?)?;
+    let gate_z = rnd(&[n, h], 1.0)?;
     let cases = vec![
         Case {
             name: "rms-norm [4096, 3072]",
@@ -147,6 +156,30 @@ pub fn run(a: KernelBenchArgs) -> Result<()> {
             fused: {
                 let (c, s) = (cos.clone(), sin.clone());
                 Box::new(move |x| applied(fused::rope(x, &c, &s)))
+            },
+        },
+        Case {
+            name: "so8 gate, dz [4096, 3072]",
+            input: rnd(&[n, h], 1.0)?,
+            composed: {
+                let m = gate_m.clone();
+                Box::new(move |z| apply_blocks(z, &m))
+            },
+            fused: {
+                let m = gate_m.clone();
+                Box::new(move |z| applied(fused::apply_blocks(z, &m)))
+            },
+        },
+        Case {
+            name: "so8 gate, dM [384, 8, 8]",
+            input: gate_m.clone(),
+            composed: {
+                let z = gate_z.clone();
+                Box::new(move |m| apply_blocks(&z, m))
+            },
+            fused: {
+                let z = gate_z.clone();
+                Box::new(move |m| applied(fused::apply_blocks(&z, m)))
             },
         },
     ];

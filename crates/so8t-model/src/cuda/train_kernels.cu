@@ -77,13 +77,25 @@ __device__ void rmsnorm_bwd(const T* dy, const T* x, const T* w, T* dx, int cols
   }
 }
 
-// ---- masked softmax over the last dim (attention probabilities) ---------------------------
+// ---- masked softmax over the last dim (attention probabilities), one warp per row ----------
 // x: scores [rows, cols]; mask: additive f32 [mask_rows, cols] or null; row r of x uses mask row
 // (r / (heads·t)) % mask_batch · t + r % t, i.e. the mask [B|1, 1, t, cols] broadcast over heads.
+// A row is 2–8 KB, so its second and third reads come from L1; no block-wide synchronization.
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, o));
+  return v;
+}
+
 template <typename T>
-__device__ void softmax_fwd(const T* x, const float* mask, T* y, int cols, int heads, int t,
-                            int mask_batch) {
-  const size_t r = blockIdx.x;
+__device__ void softmax_fwd(const T* x, const float* mask, T* y, int rows, int cols, int heads,
+                            int t, int mask_batch) {
+  const size_t r = (size_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (r >= (size_t)rows) return;
+  const int lane = threadIdx.x & 31;
   const T* xr = x + r * cols;
   T* yr = y + r * cols;
   const float* mr = nullptr;
@@ -92,26 +104,26 @@ __device__ void softmax_fwd(const T* x, const float* mask, T* y, int cols, int h
     mr = mask + (b * t + r % t) * cols;
   }
   float mx = -INFINITY;
-  for (int i = threadIdx.x; i < cols; i += blockDim.x) {
-    float v = to_f(xr[i]) + (mr ? mr[i] : 0.f);
-    mx = fmaxf(mx, v);
-  }
-  mx = block_max(mx);
+  for (int i = lane; i < cols; i += 32) mx = fmaxf(mx, to_f(xr[i]) + (mr ? mr[i] : 0.f));
+  mx = warp_max(mx);
   float s = 0.f;
-  for (int i = threadIdx.x; i < cols; i += blockDim.x) s += __expf(to_f(xr[i]) + (mr ? mr[i] : 0.f) - mx);
-  const float inv = 1.f / block_sum(s);
-  for (int i = threadIdx.x; i < cols; i += blockDim.x)
+  for (int i = lane; i < cols; i += 32) s += __expf(to_f(xr[i]) + (mr ? mr[i] : 0.f) - mx);
+  const float inv = 1.f / warp_sum(s);
+  for (int i = lane; i < cols; i += 32)
     yr[i] = from_f<T>(__expf(to_f(xr[i]) + (mr ? mr[i] : 0.f) - mx) * inv);
 }
 
-// dx = y · (dy − Σ dy·y)
+// dx = y · (dy − Σ dy·y), one warp per row.
 template <typename T>
-__device__ void softmax_bwd(const T* dy, const T* y, T* dx, int cols) {
-  const size_t off = (size_t)blockIdx.x * cols;
+__device__ void softmax_bwd(const T* dy, const T* y, T* dx, int rows, int cols) {
+  const size_t r = (size_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (r >= (size_t)rows) return;
+  const int lane = threadIdx.x & 31;
+  const size_t off = r * cols;
   float s = 0.f;
-  for (int i = threadIdx.x; i < cols; i += blockDim.x) s += to_f(dy[off + i]) * to_f(y[off + i]);
-  s = block_sum(s);
-  for (int i = threadIdx.x; i < cols; i += blockDim.x)
+  for (int i = lane; i < cols; i += 32) s += to_f(dy[off + i]) * to_f(y[off + i]);
+  s = warp_sum(s);
+  for (int i = lane; i < cols; i += 32)
     dx[off + i] = from_f<T>(to_f(y[off + i]) * (to_f(dy[off + i]) - s));
 }
 
@@ -202,6 +214,34 @@ __device__ void ce_bwd(const T* x, const unsigned* tg, const float* w, const flo
     dr[i] = from_f<T>(c * (expf(to_f(xr[i]) - lse) - (i == t ? 1.f : 0.f)));
 }
 
+// ---- SO(8) gate: y[r, 8b+i] = Σ_j M_b[i][j] z[r, 8b+j] (transpose: M_b[j][i]), M f32 ------------
+template <typename T>
+__device__ void gate_apply(const T* z, const float* m, T* y, size_t n, int width, int transpose) {
+  for (size_t k = blockIdx.x * (size_t)blockDim.x + threadIdx.x; k < n; k += (size_t)gridDim.x * blockDim.x) {
+    const int col = k % width, b = col >> 3, i = col & 7;
+    const float* mb = m + (size_t)b * 64;
+    const size_t base = k - i;
+    float acc = 0.f;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) acc += (transpose ? mb[j * 8 + i] : mb[i * 8 + j]) * to_f(z[base + j]);
+    y[k] = from_f<T>(acc);
+  }
+}
+
+// dM_b[i][j] += Σ_r dy[r, 8b+i] · z[r, 8b+j] over rows [blockIdx.y·chunk, +chunk); block b =
+// blockIdx.x, 64 threads (i, j); dm f32 [nb, 8, 8], zeroed by the caller.
+template <typename T>
+__device__ void gate_grad(const T* dy, const T* z, float* dm, int rows, int width, int chunk) {
+  const int b = blockIdx.x, i = threadIdx.x >> 3, j = threadIdx.x & 7;
+  const int r0 = blockIdx.y * chunk, r1 = min(rows, r0 + chunk);
+  float acc = 0.f;
+  for (int r = r0; r < r1; ++r) {
+    const size_t off = (size_t)r * width + b * 8;
+    acc += to_f(dy[off + i]) * to_f(z[off + j]);
+  }
+  atomicAdd(dm + b * 64 + threadIdx.x, acc);
+}
+
 #define INSTANTIATE(T, S)                                                                         \
   extern "C" __global__ void rmsnorm_fwd_##S(const T* x, const T* w, T* y, int cols, float eps) { \
     rmsnorm_fwd<T>(x, w, y, cols, eps);                                                           \
@@ -210,12 +250,12 @@ __device__ void ce_bwd(const T* x, const unsigned* tg, const float* w, const flo
                                              float eps) {                                         \
     rmsnorm_bwd<T>(dy, x, w, dx, cols, eps);                                                      \
   }                                                                                               \
-  extern "C" __global__ void softmax_fwd_##S(const T* x, const float* mask, T* y, int cols,       \
-                                             int heads, int t, int mask_batch) {                  \
-    softmax_fwd<T>(x, mask, y, cols, heads, t, mask_batch);                                       \
+  extern "C" __global__ void softmax_fwd_##S(const T* x, const float* mask, T* y, int rows,       \
+                                             int cols, int heads, int t, int mask_batch) {        \
+    softmax_fwd<T>(x, mask, y, rows, cols, heads, t, mask_batch);                                 \
   }                                                                                               \
-  extern "C" __global__ void softmax_bwd_##S(const T* dy, const T* y, T* dx, int cols) {          \
-    softmax_bwd<T>(dy, y, dx, cols);                                                              \
+  extern "C" __global__ void softmax_bwd_##S(const T* dy, const T* y, T* dx, int rows, int cols) { \
+    softmax_bwd<T>(dy, y, dx, rows, cols);                                                        \
   }                                                                                               \
   extern "C" __global__ void swiglu_fwd_##S(const T* gu, T* h, size_t n, int inter) {             \
     swiglu_fwd<T>(gu, h, n, inter);                                                               \
@@ -227,6 +267,14 @@ __device__ void ce_bwd(const T* x, const unsigned* tg, const float* w, const flo
                                       size_t n, int heads, int t, int d, int half, int cos_b,     \
                                       float sign) {                                               \
     rope<T>(x, cos, sin, y, n, heads, t, d, half, cos_b, sign);                                   \
+  }                                                                                               \
+  extern "C" __global__ void gate_apply_##S(const T* z, const float* m, T* y, size_t n, int width, \
+                                            int transpose) {                                      \
+    gate_apply<T>(z, m, y, n, width, transpose);                                                  \
+  }                                                                                               \
+  extern "C" __global__ void gate_grad_##S(const T* dy, const T* z, float* dm, int rows, int width, \
+                                           int chunk) {                                           \
+    gate_grad<T>(dy, z, dm, rows, width, chunk);                                                  \
   }                                                                                               \
   extern "C" __global__ void ce_fwd_##S(const T* x, const unsigned* tg, const float* w,           \
                                         float* loss, int cols) {                                  \

@@ -11,6 +11,8 @@ use candle_core::{DType, Tensor};
 use crate::error::Result;
 
 mod ce;
+mod gate;
+mod pointwise;
 
 /// True when the fused kernels may run on `x`: a CUDA tensor of f32 or bf16 in a CUDA build,
 /// unless `SO8T_FUSED=0`.
@@ -44,12 +46,31 @@ pub fn softmax(x: &Tensor, mask: Option<&Tensor>) -> Result<Option<Tensor>> {
     imp::softmax(x, mask).map(Some)
 }
 
+/// The softmax's backward pass `dx = p ⊙ (dp − rowsum(p ⊙ dp))` over the last dim from the
+/// probabilities `p` and their gradient `dp` (same shape and dtype), one kernel.
+pub fn softmax_backward(p: &Tensor, dp: &Tensor) -> Result<Option<Tensor>> {
+    if !applies(p) || dp.dtype() != p.dtype() || dp.dims() != p.dims() {
+        return Ok(None);
+    }
+    imp::softmax_backward(p, dp).map(Some)
+}
+
+/// The SO(8) gate's per-block matrices M [nb, 8, 8] (used in f32) applied to `z` [.., nb·8]:
+/// `z'_b = M_b z_b`, with gradients for z and M.
+pub fn apply_blocks(z: &Tensor, m: &Tensor) -> Result<Option<Tensor>> {
+    let nb = m.dim(0)?;
+    if !applies(z) || m.dims() != [nb, 8, 8] || z.dim(candle_core::D::Minus1)? != nb * 8 {
+        return Ok(None);
+    }
+    gate::apply_blocks(z, m).map(Some)
+}
+
 /// `silu(g) · u` of a fused gate_up output `gu` [.., 2·inter] → [.., inter].
 pub fn swiglu(gu: &Tensor) -> Result<Option<Tensor>> {
     if !applies(gu) || gu.dim(candle_core::D::Minus1)? % 2 != 0 {
         return Ok(None);
     }
-    imp::swiglu(gu).map(Some)
+    pointwise::swiglu(gu).map(Some)
 }
 
 /// Per-row cross-entropy of logits [N, V] (f32 or bf16) against `targets` (u32 [N]) with
@@ -72,7 +93,7 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Option<Tensor>> {
     if !applies(x) || x.rank() != 4 {
         return Ok(None);
     }
-    imp::rope(x, cos, sin).map(Some)
+    pointwise::rope(x, cos, sin).map(Some)
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -89,10 +110,7 @@ mod imp {
     pub fn softmax(_: &Tensor, _: Option<&Tensor>) -> Result<Tensor> {
         Err(off())
     }
-    pub fn swiglu(_: &Tensor) -> Result<Tensor> {
-        Err(off())
-    }
-    pub fn rope(_: &Tensor, _: &Tensor, _: &Tensor) -> Result<Tensor> {
+    pub fn softmax_backward(_: &Tensor, _: &Tensor) -> Result<Tensor> {
         Err(off())
     }
 }
@@ -148,6 +166,15 @@ mod imp {
         (cols.div_ceil(32) * 32).clamp(32, 1024) as u32
     }
 
+    /// One warp per row, eight rows per block.
+    fn warp_rows_cfg(rows: usize) -> LaunchConfig {
+        LaunchConfig {
+            grid_dim: (rows.div_ceil(8) as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        }
+    }
+
     pub(super) fn rows_cfg(rows: usize, cols: usize) -> LaunchConfig {
         LaunchConfig {
             grid_dim: (rows as u32, 1, 1),
@@ -156,7 +183,7 @@ mod imp {
         }
     }
 
-    fn elems_cfg(n: usize) -> LaunchConfig {
+    pub(super) fn elems_cfg(n: usize) -> LaunchConfig {
         LaunchConfig {
             grid_dim: (n.div_ceil(256).min(65_535 * 8) as u32, 1, 1),
             block_dim: (256, 1, 1),
@@ -174,6 +201,7 @@ mod imp {
             }
         };
     }
+    pub(super) use dispatch;
 
     // ---- RMSNorm ---------------------------------------------------------------------------
     struct RmsNormOp {
@@ -330,7 +358,7 @@ mod imp {
         let xs = view::<T>(x, xl, "softmax")?;
         let y = unsafe { dev.alloc::<T>(rows * s)? };
         let f = dev.get_or_load_custom_func(&kname("softmax_fwd", T::DTYPE)?, MODULE, PTX)?;
-        let (c, h, tt) = (s as i32, heads as i32, t as i32);
+        let (nr, c, h, tt) = (rows as i32, s as i32, heads as i32, t as i32);
         let launch =
             |mptr: Option<&candle_core::cuda_backend::cudarc::driver::CudaView<'_, f32>>,
              mb: i32|
@@ -343,11 +371,12 @@ mod imp {
                     None => b.arg(&null),
                 };
                 b.arg(&y);
+                b.arg(&nr);
                 b.arg(&c);
                 b.arg(&h);
                 b.arg(&tt);
                 b.arg(&mb);
-                unsafe { b.launch(rows_cfg(rows, s)) }.w()?;
+                unsafe { b.launch(warp_rows_cfg(rows)) }.w()?;
                 Ok(())
             };
         match mask {
@@ -409,9 +438,10 @@ mod imp {
         b.arg(&dys);
         b.arg(&ys);
         b.arg(&dx);
-        let c = s as i32;
+        let (nr, c) = (rows as i32, s as i32);
+        b.arg(&nr);
         b.arg(&c);
-        unsafe { b.launch(rows_cfg(rows, s)) }.w()?;
+        unsafe { b.launch(warp_rows_cfg(rows)) }.w()?;
         Ok((
             CudaStorage::wrap_cuda_slice(dx, dev.clone()),
             yl.shape().clone(),
@@ -450,192 +480,9 @@ mod imp {
         Ok(x.contiguous()?.apply_op1(SoftmaxOp { mask })?)
     }
 
-    // ---- SwiGLU -----------------------------------------------------------------------------
-    struct SwigluOp;
-
-    fn sw_fwd<T: CudaDType + DeviceRepr + WithDType>(
-        gu: &CudaStorage,
-        l: &Layout,
-    ) -> R<(CudaStorage, Shape)> {
-        let dev = gu.device();
-        let mut dims = l.shape().dims().to_vec();
-        let two = dims.pop().unwrap_or(0);
-        let inter = two / 2;
-        let n = l.shape().elem_count() / 2;
-        let s = view::<T>(gu, l, "swiglu")?;
-        let h = unsafe { dev.alloc::<T>(n)? };
-        let f = dev.get_or_load_custom_func(&kname("swiglu_fwd", T::DTYPE)?, MODULE, PTX)?;
-        let mut b = f.builder();
-        b.arg(&s);
-        b.arg(&h);
-        let (nn, ii) = (n, inter as i32);
-        b.arg(&nn);
-        b.arg(&ii);
-        unsafe { b.launch(elems_cfg(n)) }.w()?;
-        dims.push(inter);
-        Ok((
-            CudaStorage::wrap_cuda_slice(h, dev.clone()),
-            Shape::from(dims),
-        ))
-    }
-
-    impl CustomOp1 for SwigluOp {
-        fn name(&self) -> &'static str {
-            "fused-swiglu"
-        }
-        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> R<(CpuStorage, Shape)> {
-            cpu_refused(self.name())
-        }
-        fn cuda_fwd(&self, gu: &CudaStorage, l: &Layout) -> R<(CudaStorage, Shape)> {
-            dispatch!(gu.dtype(), sw_fwd(gu, l))
-        }
-        fn bwd(&self, gu: &Tensor, _h: &Tensor, dh: &Tensor) -> R<Option<Tensor>> {
-            Ok(Some(dh.contiguous()?.apply_op2_no_bwd(gu, &SwigluBwd)?))
-        }
-    }
-
-    struct SwigluBwd;
-
-    fn sw_bwd<T: CudaDType + DeviceRepr + WithDType>(
-        dh: &CudaStorage,
-        dhl: &Layout,
-        gu: &CudaStorage,
-        gl: &Layout,
-    ) -> R<(CudaStorage, Shape)> {
-        let dev = gu.device();
-        let inter = gl.shape().dims().last().copied().unwrap_or(0) / 2;
-        let n = gl.shape().elem_count() / 2;
-        let dhs = view::<T>(dh, dhl, "swiglu-bwd")?;
-        let gus = view::<T>(gu, gl, "swiglu-bwd")?;
-        let dgu = unsafe { dev.alloc::<T>(2 * n)? };
-        let f = dev.get_or_load_custom_func(&kname("swiglu_bwd", T::DTYPE)?, MODULE, PTX)?;
-        let mut b = f.builder();
-        b.arg(&dhs);
-        b.arg(&gus);
-        b.arg(&dgu);
-        let (nn, ii) = (n, inter as i32);
-        b.arg(&nn);
-        b.arg(&ii);
-        unsafe { b.launch(elems_cfg(n)) }.w()?;
-        Ok((
-            CudaStorage::wrap_cuda_slice(dgu, dev.clone()),
-            gl.shape().clone(),
-        ))
-    }
-
-    impl CustomOp2 for SwigluBwd {
-        fn name(&self) -> &'static str {
-            "fused-swiglu-bwd"
-        }
-        fn cpu_fwd(
-            &self,
-            _: &CpuStorage,
-            _: &Layout,
-            _: &CpuStorage,
-            _: &Layout,
-        ) -> R<(CpuStorage, Shape)> {
-            cpu_refused(self.name())
-        }
-        fn cuda_fwd(
-            &self,
-            dh: &CudaStorage,
-            dhl: &Layout,
-            gu: &CudaStorage,
-            gl: &Layout,
-        ) -> R<(CudaStorage, Shape)> {
-            dispatch!(gu.dtype(), sw_bwd(dh, dhl, gu, gl))
-        }
-    }
-
-    pub fn swiglu(gu: &Tensor) -> Result<Tensor> {
-        Ok(gu.contiguous()?.apply_op1(SwigluOp)?)
-    }
-
-    // ---- rotary embedding ---------------------------------------------------------------------
-    /// cos/sin as contiguous f32 [cos_b, t, half]; `sign` −1 rotates back.
-    struct RopeOp {
-        cos: Tensor,
-        sin: Tensor,
-        sign: f32,
-    }
-
-    fn rope_fwd<T: CudaDType + DeviceRepr + WithDType>(
-        x: &CudaStorage,
-        xl: &Layout,
-        op: &RopeOp,
-    ) -> R<(CudaStorage, Shape)> {
-        let dev = x.device();
-        let (_, heads, t, d) = xl.shape().dims4()?;
-        let (cb, ct, half) = op.cos.dims3()?;
-        if ct != t || 2 * half > d {
-            candle_core::bail!(
-                "rope: cos is {:?}, x {:?}",
-                op.cos.dims(),
-                xl.shape().dims()
-            )
-        }
-        let n = xl.shape().elem_count();
-        let xs = view::<T>(x, xl, "rope")?;
-        let (cs, cl) = op.cos.storage_and_layout();
-        let (ss, sl) = op.sin.storage_and_layout();
-        let (Storage::Cuda(cs), Storage::Cuda(ss)) = (&*cs, &*ss) else {
-            candle_core::bail!("rope: cos/sin not on CUDA")
-        };
-        let cv = view::<f32>(cs, cl, "rope cos")?;
-        let sv = view::<f32>(ss, sl, "rope sin")?;
-        let y = unsafe { dev.alloc::<T>(n)? };
-        let f = dev.get_or_load_custom_func(&kname("rope", T::DTYPE)?, MODULE, PTX)?;
-        let mut b = f.builder();
-        b.arg(&xs);
-        b.arg(&cv);
-        b.arg(&sv);
-        b.arg(&y);
-        let (nn, h, tt, dd, hf, cbb) =
-            (n, heads as i32, t as i32, d as i32, half as i32, cb as i32);
-        b.arg(&nn);
-        b.arg(&h);
-        b.arg(&tt);
-        b.arg(&dd);
-        b.arg(&hf);
-        b.arg(&cbb);
-        b.arg(&op.sign);
-        unsafe { b.launch(elems_cfg(n)) }.w()?;
-        Ok((
-            CudaStorage::wrap_cuda_slice(y, dev.clone()),
-            xl.shape().clone(),
-        ))
-    }
-
-    impl CustomOp1 for RopeOp {
-        fn name(&self) -> &'static str {
-            "fused-rope"
-        }
-        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> R<(CpuStorage, Shape)> {
-            cpu_refused(self.name())
-        }
-        fn cuda_fwd(&self, x: &CudaStorage, xl: &Layout) -> R<(CudaStorage, Shape)> {
-            dispatch!(x.dtype(), rope_fwd(x, xl, self))
-        }
-        fn bwd(&self, _x: &Tensor, _y: &Tensor, dy: &Tensor) -> R<Option<Tensor>> {
-            let back = RopeOp {
-                cos: self.cos.clone(),
-                sin: self.sin.clone(),
-                sign: -self.sign,
-            };
-            Ok(Some(dy.contiguous()?.apply_op1_no_bwd(&back)?))
-        }
-    }
-
-    pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-        let f = |c: &Tensor| -> Result<Tensor> {
-            let c = c.to_dtype(DType::F32)?;
-            let c = if c.rank() == 2 { c.unsqueeze(0)? } else { c };
-            Ok(c.contiguous()?)
-        };
-        Ok(x.contiguous()?.apply_op1(RopeOp {
-            cos: f(cos)?,
-            sin: f(sin)?,
-            sign: 1.0,
-        })?)
+    pub fn softmax_backward(p: &Tensor, dp: &Tensor) -> Result<Tensor> {
+        Ok(dp
+            .contiguous()?
+            .apply_op2_no_bwd(&p.contiguous()?, &SoftmaxBwd)?)
     }
 }
