@@ -12,6 +12,7 @@ R = matrix_exp in f32, alpha blend 0.75); loss = CE + PET (final hidden states, 
 diagnostic; AdamW on the trainable parameters; sdpa attention. Prints tokens/s, peak memory, MFU.
 """
 import argparse
+import threading
 import time
 
 import torch
@@ -93,17 +94,32 @@ def main():
         step()
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
+    # The device's used memory (total - free, sampled every 5 ms: context, cuBLAS workspaces and
+    # the caching allocator's reserve included), measured as `so8t bench train` measures its own.
+    device_peak, done = [0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            free, total = torch.cuda.mem_get_info()
+            device_peak[0] = max(device_peak[0], total - free)
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     t = time.time()
     for _ in range(a.steps):
         loss = step()
     torch.cuda.synchronize()
     dt = (time.time() - t) / a.steps
+    done.set()
+    sampler.join()
     tok = a.batch * a.seq / dt
     # model FLOPs per token (recomputation not counted): forward 2N + input-gradients 2N (the base is
     # frozen, so no weight gradients) + attention 12·L·T·H (forward 4·L·T·H, backward twice that)
     flops = tok * (4 * n_base + 12 * a.layers * a.seq * H)
     print(f"RESULT seq={a.seq} batch={a.batch} ckpt={a.ckpt} lora={a.lora}: {dt * 1000:.0f} ms/step, "
-          f"{tok:.0f} tokens/s, peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB, "
+          f"{tok:.0f} tokens/s, peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB "
+          f"(device {device_peak[0] / 2**30:.1f} GiB), "
           f"~{flops / 1e12:.0f} TFLOP/s model flops (MFU {flops / 989e12 * 100:.0f}% of 989 dense bf16), loss {loss.item():.3f}",
           flush=True)
 

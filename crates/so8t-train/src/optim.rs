@@ -78,6 +78,13 @@ impl AdamW {
     /// One update with learning rate `lr` from gradients already clipped/scaled. Variables with
     /// no gradient keep their value and moments.
     pub fn update(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
+        self.update_scaled(grads, lr, 1.0)
+    }
+
+    /// [`Self::update`] with every gradient multiplied by `grad_scale` first (the clipping
+    /// factor of [`clip_scale`], applied inside the update instead of as a pass of its own).
+    /// On CUDA each f32 variable takes one fused kernel (`so8t_model::fused::adamw`).
+    pub fn update_scaled(&mut self, grads: &GradStore, lr: f64, grad_scale: f64) -> Result<()> {
         self.step += 1;
         let c = &self.cfg;
         let t = self.step as i32;
@@ -87,7 +94,34 @@ impl AdamW {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
+            // A decay would pull the learned α's logit toward 0, i.e. α toward ½.
+            let decay = if name == crate::step::ALPHA_LOGIT {
+                0.0
+            } else {
+                c.weight_decay
+            };
+            let fused_step = so8t_model::fused::AdamStep {
+                lr,
+                beta1: c.beta1,
+                beta2: c.beta2,
+                eps: c.eps,
+                decay,
+                bias_correction: (bc1, bc2),
+                grad_scale,
+            };
+            let mv = self.moments.get(name).map(|mo| (&mo.m, &mo.v));
+            if let Some(out) = so8t_model::fused::adamw(var.as_tensor(), g, mv, &fused_step)? {
+                var.set(&out.get(0)?)?;
+                let (m, v) = (out.get(1)?, out.get(2)?);
+                self.moments.insert(name.clone(), Moments { m, v });
+                continue;
+            }
             let g = g.to_dtype(DType::F32)?;
+            let g = if grad_scale == 1.0 {
+                g
+            } else {
+                (g * grad_scale)?
+            };
             let (m, v) = match self.moments.get(name) {
                 Some(mo) => (
                     ((&mo.m * c.beta1)? + (&g * (1.0 - c.beta1))?)?,
@@ -96,12 +130,6 @@ impl AdamW {
                 None => ((&g * (1.0 - c.beta1))?, (g.sqr()? * (1.0 - c.beta2))?),
             };
             let p = var.as_tensor().to_dtype(DType::F32)?;
-            // A decay would pull the learned α's logit toward 0, i.e. α toward ½.
-            let decay = if name == crate::step::ALPHA_LOGIT {
-                0.0
-            } else {
-                c.weight_decay
-            };
             let p = (p * (1.0 - lr * decay))?;
             let denom = ((&v / bc2)?.sqrt()? + c.eps)?;
             let upd = ((&m / bc1)? / denom)?;
@@ -146,6 +174,29 @@ pub fn clip_grad_norm(
     vars: &BTreeMap<String, Var>,
     max_norm: Option<f64>,
 ) -> Result<f64> {
+    let norm = grad_norm(grads, vars)?;
+    let scale = clip_scale(norm, max_norm);
+    if scale < 1.0 {
+        for v in vars.values() {
+            if let Some(g) = grads.remove(v.as_tensor()) {
+                grads.insert(v.as_tensor(), (g * scale)?);
+            }
+        }
+    }
+    Ok(norm)
+}
+
+/// The factor that brings gradients of global norm `norm` to at most `max_norm` (1 when they
+/// are within it or no positive maximum is given).
+pub fn clip_scale(norm: f64, max_norm: Option<f64>) -> f64 {
+    match max_norm.filter(|&m| m > 0.0) {
+        Some(max) => (max / (norm + 1e-6)).min(1.0),
+        None => 1.0,
+    }
+}
+
+/// Global L2 norm of the gradients of `vars` (an error if it is not finite).
+pub fn grad_norm(grads: &GradStore, vars: &BTreeMap<String, Var>) -> Result<f64> {
     // One read from the device for all tensors (a read per tensor waits for the queue each time).
     // Squares are summed per row first (in f32, one GPU block per row) and the row sums in f64:
     // a single whole-tensor reduction runs on one block of threads on a GPU.
@@ -173,16 +224,6 @@ pub fn clip_grad_norm(
             "gradients",
             format!("the gradient norm is {norm}: the loss diverged (lower the learning rate)"),
         ));
-    }
-    if let Some(max) = max_norm.filter(|&m| m > 0.0) {
-        let scale = max / (norm + 1e-6);
-        if scale < 1.0 {
-            for v in vars.values() {
-                if let Some(g) = grads.remove(v.as_tensor()) {
-                    grads.insert(v.as_tensor(), (g * scale)?);
-                }
-            }
-        }
     }
     Ok(norm)
 }

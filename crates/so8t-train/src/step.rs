@@ -14,7 +14,7 @@ use so8t_model::{Forward, Model};
 
 use crate::batch::Batch;
 use crate::error::{Error, Result};
-use crate::optim::{clip_grad_norm, learning_rate, AdamW, AdamWConfig, LrDecay};
+use crate::optim::{clip_scale, grad_norm, learning_rate, AdamW, AdamWConfig, LrDecay};
 use crate::pet::pet_loss;
 use crate::profile::Phases;
 use crate::recompute::checkpointed_grads;
@@ -424,12 +424,12 @@ impl Trainer {
         // α and its pull as used by this step (before the update moves a learned α).
         let alpha = self.alpha_value(t)?;
         let alpha_pull = self.cfg.alpha.pull_penalty(alpha);
-        let (v, mut grads) = self.gradients(micro, t)?;
+        let (v, grads) = self.gradients(micro, t)?;
         let tokens = micro.iter().map(|b| b.tokens).sum();
         let targets = micro.iter().map(|b| b.targets).sum();
         let mut phases = Phases::start(self.model.device())?;
-        let grad_norm = clip_grad_norm(&mut grads, self.opt.vars(), self.cfg.grad_clip)?;
-        phases.mark("clip")?;
+        let grad_norm = grad_norm(&grads, self.opt.vars())?;
+        phases.mark("gradient norm")?;
         let lr = learning_rate(
             self.cfg.optim.lr,
             self.cfg.lr_decay,
@@ -437,8 +437,9 @@ impl Trainer {
             t,
             self.cfg.total_steps,
         );
-        self.opt.update(&grads, lr)?;
-        phases.mark("AdamW")?;
+        let scale = clip_scale(grad_norm, self.cfg.grad_clip);
+        self.opt.update_scaled(&grads, lr, scale)?;
+        phases.mark("AdamW (clipped)")?;
         phases.log("optimizer step");
         let pet_cfg = self.cfg.pet.unwrap_or_default();
         Ok(StepMetrics {

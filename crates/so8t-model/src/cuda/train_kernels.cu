@@ -242,6 +242,23 @@ __device__ void gate_grad(const T* dy, const T* z, float* dm, int rows, int widt
   atomicAdd(dm + b * 64 + threadIdx.x, acc);
 }
 
+// ---- AdamW (PyTorch semantics) on an f32 parameter, moments f32, gradient T ---------------------
+// out = [p'; m'; v'] (3·n floats); m, v null on the first step (zero moments).
+template <typename T>
+__device__ void adamw(const float* p, const T* g, const float* m, const float* v, float* out,
+                      size_t n, float lr, float b1, float b2, float eps, float decay, float bc1,
+                      float bc2, float gscale) {
+  for (size_t k = blockIdx.x * (size_t)blockDim.x + threadIdx.x; k < n; k += (size_t)gridDim.x * blockDim.x) {
+    const float gi = to_f(g[k]) * gscale;
+    const float mk = (m ? b1 * m[k] : 0.f) + (1.f - b1) * gi;
+    const float vk = (v ? b2 * v[k] : 0.f) + (1.f - b2) * gi * gi;
+    const float pk = p[k] * (1.f - lr * decay);
+    out[k] = pk - lr * ((mk / bc1) / (sqrtf(vk / bc2) + eps));
+    out[n + k] = mk;
+    out[2 * n + k] = vk;
+  }
+}
+
 #define INSTANTIATE(T, S)                                                                         \
   extern "C" __global__ void rmsnorm_fwd_##S(const T* x, const T* w, T* y, int cols, float eps) { \
     rmsnorm_fwd<T>(x, w, y, cols, eps);                                                           \
@@ -275,6 +292,12 @@ __device__ void gate_grad(const T* dy, const T* z, float* dm, int rows, int widt
   extern "C" __global__ void gate_grad_##S(const T* dy, const T* z, float* dm, int rows, int width, \
                                            int chunk) {                                           \
     gate_grad<T>(dy, z, dm, rows, width, chunk);                                                  \
+  }                                                                                               \
+  extern "C" __global__ void adamw_##S(const float* p, const T* g, const float* m, const float* v, \
+                                       float* out, size_t n, float lr, float b1, float b2,        \
+                                       float eps, float decay, float bc1, float bc2,              \
+                                       float gscale) {                                            \
+    adamw<T>(p, g, m, v, out, n, lr, b1, b2, eps, decay, bc1, bc2, gscale);                       \
   }                                                                                               \
   extern "C" __global__ void ce_fwd_##S(const T* x, const unsigned* tg, const float* w,           \
                                         float* loss, int cols) {                                  \

@@ -10,6 +10,9 @@ use candle_core::{DType, Tensor};
 
 use crate::error::Result;
 
+pub use adamw::AdamStep;
+
+mod adamw;
 mod ce;
 mod gate;
 mod pointwise;
@@ -63,6 +66,21 @@ pub fn apply_blocks(z: &Tensor, m: &Tensor) -> Result<Option<Tensor>> {
         return Ok(None);
     }
     gate::apply_blocks(z, m).map(Some)
+}
+
+/// One AdamW step of the f32 parameter `p` with gradient `g` (f32 or bf16) and the f32 moments
+/// `(m, v)` of the last step (`None` on the first): `[p'; m'; v']` as one f32 tensor
+/// `[3, ..p's dims]`, in one kernel.
+pub fn adamw(
+    p: &Tensor,
+    g: &Tensor,
+    mv: Option<(&Tensor, &Tensor)>,
+    step: &AdamStep,
+) -> Result<Option<Tensor>> {
+    if !applies(g) || p.dtype() != DType::F32 {
+        return Ok(None);
+    }
+    adamw::adamw(p, g, mv, step).map(Some)
 }
 
 /// `silu(g) · u` of a fused gate_up output `gu` [.., 2·inter] → [.., inter].

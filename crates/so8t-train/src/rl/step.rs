@@ -12,7 +12,7 @@ use so8t_model::so8::GateMatrices;
 use so8t_model::{Model, TextTokenizer};
 
 use crate::error::{explain_oom, Error, Result};
-use crate::optim::{clip_grad_norm, learning_rate};
+use crate::optim::{clip_scale, learning_rate};
 use crate::rl::advantage::{adapt_beta, gae, group_advantages, whiten};
 use crate::rl::config::{Algorithm, RlConfig};
 use crate::rl::loss::{
@@ -330,9 +330,12 @@ impl RlState {
                         self.trainer.opt.vars(),
                     )?;
                 }
-                let Some(mut grads) = grads else { continue };
-                grad_norm += clip_grad_norm(&mut grads, self.trainer.opt.vars(), clip)?;
-                self.trainer.opt.update(&grads, lr)?;
+                let Some(grads) = grads else { continue };
+                let norm = crate::optim::grad_norm(&grads, self.trainer.opt.vars())?;
+                grad_norm += norm;
+                self.trainer
+                    .opt
+                    .update_scaled(&grads, lr, clip_scale(norm, clip))?;
                 add(&mut sum, &st);
                 epoch_kl += st.approx_kl;
                 n += 1;
