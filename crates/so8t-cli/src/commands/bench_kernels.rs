@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor, Var, D};
-use so8t_model::fused;
+use so8t_model::{composite, fused};
 
 /// The composed gate rotation (`so8::apply_blocks`) as a candle result.
 fn apply_blocks(z: &Tensor, m: &Tensor) -> candle_core::Result<Tensor> {
@@ -96,6 +96,11 @@ pub fn run(a: KernelBenchArgs) -> Result<()> {
     let gate_m = (Tensor::eye(8, DType::F32, &dev)?.broadcast_as((h / 8, 8, 8))?
         + (Tensor::randn(0f32, 1f32, (h / 8, 8, 8), &dev)? * 0.1)?)?;
     let gate_z = rnd(&[n, h], 1.0)?;
+    let heads = composite::Heads {
+        heads: nh,
+        kv_heads: nh,
+        head_dim: hd,
+    };
     let cases = vec![
         Case {
             name: "rms-norm [4096, 3072]",
@@ -156,6 +161,24 @@ pub fn run(a: KernelBenchArgs) -> Result<()> {
             fused: {
                 let (c, s) = (cos.clone(), sin.clone());
                 Box::new(move |x| applied(fused::rope(x, &c, &s)))
+            },
+        },
+        Case {
+            name: "attention node (layout kernels) [4, 1024, 3·3072]",
+            input: rnd(&[b, t, 3 * nh * hd], 1.0)?,
+            composed: {
+                let (c, s, m) = (cos.clone(), sin.clone(), mask.clone());
+                Box::new(move |x| {
+                    composite::attention_composed(x, heads, &c, &s, Some(&m))
+                        .map_err(candle_core::Error::wrap)
+                })
+            },
+            fused: {
+                let (c, s, m) = (cos.clone(), sin.clone(), mask.clone());
+                Box::new(move |x| {
+                    composite::attention(x, heads, &c, &s, Some(&m))
+                        .map_err(candle_core::Error::wrap)
+                })
             },
         },
         Case {

@@ -8,33 +8,46 @@
 //! `dK = rot⁻¹(dSᵀ Q_r)`, written back into one `[B, T, (heads + 2·kv_heads)·hd]` gradient. On
 //! CUDA the rotary embedding and the softmax in both directions are the fused kernels.
 
-use candle_core::{Tensor, D};
+use candle_core::{DType, Tensor, D};
 
 use super::{attach1, Backward};
 use crate::error::Result;
+use crate::fused::HeadLayout;
 use crate::layer::{masked_softmax, rope};
 
 /// The head layout of an attention layer.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Heads {
+pub struct Heads {
     /// Query heads.
-    pub(crate) heads: usize,
+    pub heads: usize,
     /// Key/value heads (divides `heads`).
-    pub(crate) kv_heads: usize,
+    pub kv_heads: usize,
     /// Width of one head.
-    pub(crate) head_dim: usize,
+    pub head_dim: usize,
 }
 
 /// Attention of `qkv` [B, T, (heads + 2·kv_heads)·hd] with rotary tables `cos`/`sin`
 /// ([T, rot/2] or [B, T, rot/2]) and an additive f32 `mask` [B|1, 1, T, T]: [B, T, heads·hd].
-pub(crate) fn attention(
+pub fn attention(
     qkv: &Tensor,
     heads: Heads,
     cos: &Tensor,
     sin: &Tensor,
     mask: Option<&Tensor>,
 ) -> Result<Tensor> {
-    attention_in_chunks(qkv, heads, cos, sin, mask, CHUNK_SCORES)
+    attention_in_chunks(qkv, heads, cos, sin, mask, CHUNK_SCORES, true)
+}
+
+/// [`attention`] without the CUDA layout kernels (the layout changes and the rotary embedding as
+/// tensor ops): what the kernels are checked against (`so8t bench kernels`).
+pub fn attention_composed(
+    qkv: &Tensor,
+    heads: Heads,
+    cos: &Tensor,
+    sin: &Tensor,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    attention_in_chunks(qkv, heads, cos, sin, mask, CHUNK_SCORES, false)
 }
 
 /// [`attention`] with the batch rows taken in chunks of at most `chunk_scores` score elements
@@ -46,6 +59,7 @@ fn attention_in_chunks(
     sin: &Tensor,
     mask: Option<&Tensor>,
     chunk_scores: usize,
+    kernels: bool,
 ) -> Result<Tensor> {
     let (_, _, w) = qkv.dims3()?;
     let Heads {
@@ -59,11 +73,21 @@ fn attention_in_chunks(
         ))
         .into());
     }
+    // On CUDA the layout changes (with the rotary embedding) are kernels, which take f32 tables.
+    let kernels = kernels && crate::fused::applies(qkv);
+    let table = |c: &Tensor| -> Result<Tensor> {
+        Ok(if kernels {
+            c.to_dtype(DType::F32)?.contiguous()?
+        } else {
+            c.clone()
+        })
+    };
     let op = AttentionOp {
         heads,
         chunk_scores,
-        cos: cos.clone(),
-        sin: sin.clone(),
+        kernels,
+        cos: table(cos)?,
+        sin: table(sin)?,
         mask: mask.cloned(),
     };
     let x = qkv.detach();
@@ -71,12 +95,11 @@ fn attention_in_chunks(
         let x = rows(&x)?;
         let (b, t, _) = x.dims3()?;
         let r = op.rotated(&x)?;
-        Ok(op
+        let yh = op
             .probabilities(&r)?
             .matmul(&r.v)?
-            .reshape((b, nh, t, hd))?
-            .transpose(1, 2)?
-            .reshape((b, t, nh * hd))?)
+            .reshape((b, nh, t, hd))?;
+        op.token_major(&yh)
     })?;
     attach1(qkv, y, op)
 }
@@ -89,6 +112,8 @@ const CHUNK_SCORES: usize = 1 << 26;
 struct AttentionOp {
     heads: Heads,
     chunk_scores: usize,
+    /// The fused layout kernels (CUDA) instead of tensor ops.
+    kernels: bool,
     cos: Tensor,
     sin: Tensor,
     mask: Option<Tensor>,
@@ -132,6 +157,7 @@ impl AttentionOp {
             let op = AttentionOp {
                 heads: self.heads,
                 chunk_scores: self.chunk_scores,
+                kernels: self.kernels,
                 cos: if self.cos.rank() == 3 {
                     rows(&self.cos, start, n)?
                 } else {
@@ -153,6 +179,43 @@ impl AttentionOp {
         1.0 / (self.heads.head_dim as f64).sqrt()
     }
 
+    /// The kernels' layout of q/k/v head counts (rotation by −θ with `inverse`).
+    fn layout(&self, [q, k, v]: [usize; 3], q_scale: f64, inverse: bool) -> HeadLayout {
+        HeadLayout {
+            q,
+            k,
+            v,
+            head_dim: self.heads.head_dim,
+            q_scale,
+            inverse,
+        }
+    }
+
+    /// Head-first `[B, heads, T, hd]` to token-major `[B, T, heads·hd]`.
+    fn token_major(&self, yh: &Tensor) -> Result<Tensor> {
+        let (b, nh, t, hd) = yh.dims4()?;
+        if self.kernels {
+            let l = self.layout([0, 0, nh], 1.0, false);
+            if let Some(y) = crate::fused::merge_heads([None, None, Some(yh)], None, l)? {
+                return Ok(y);
+            }
+        }
+        Ok(yh.transpose(1, 2)?.reshape((b, t, nh * hd))?)
+    }
+
+    /// Token-major `[B, T, heads·hd]` to head-first `[B, heads, T, hd]`.
+    fn head_first(&self, y: &Tensor) -> Result<Tensor> {
+        let (b, t, _) = y.dims3()?;
+        let (nh, hd) = (self.heads.heads, self.heads.head_dim);
+        if self.kernels {
+            let l = self.layout([0, 0, nh], 1.0, false);
+            if let Some([_, _, Some(v)]) = crate::fused::split_heads(y, None, l)? {
+                return Ok(v);
+            }
+        }
+        Ok(y.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?)
+    }
+
     fn rotated(&self, qkv: &Tensor) -> Result<Rotated> {
         let (b, t, _) = qkv.dims3()?;
         let Heads {
@@ -160,6 +223,14 @@ impl AttentionOp {
             kv_heads: nkv,
             head_dim: hd,
         } = self.heads;
+        if self.kernels {
+            let l = self.layout([nh, nkv, nkv], self.scale(), false);
+            let tables = Some((&self.cos, &self.sin));
+            if let Some([Some(q), Some(k), Some(v)]) = crate::fused::split_heads(qkv, tables, l)? {
+                let q = q.reshape((b, nkv, (nh / nkv) * t, hd))?;
+                return Ok(Rotated { q, k, v });
+            }
+        }
         let x = qkv.contiguous()?.reshape((b, t, nh + 2 * nkv, hd))?;
         let heads_first = |start: usize, n: usize| -> Result<Tensor> {
             Ok(x.narrow(2, start, n)?.transpose(1, 2)?.contiguous()?)
@@ -217,17 +288,23 @@ impl Backward for AttentionOp {
             } = self.heads;
             let r = op.rotated(qkv)?;
             let p = op.probabilities(&r)?;
-            let dyh = dy
-                .reshape((b, t, nh, hd))?
-                .transpose(1, 2)?
-                .contiguous()?
-                .reshape((b, nkv, (nh / nkv) * t, hd))?;
+            let dyh = op.head_first(dy)?.reshape((b, nkv, (nh / nkv) * t, hd))?;
             let dv = p.t()?.matmul(&dyh)?; // [b, nkv, s, hd]
             let dp = dyh.matmul(&r.v.t()?)?; // [b, nkv, group·t, s]
             let ds = softmax_grad(&p, &dp)?;
             drop((p, dp));
-            let dq = (ds.matmul(&r.k)? * op.scale())?.reshape((b, nh, t, hd))?;
+            let dq = ds.matmul(&r.k)?.reshape((b, nh, t, hd))?;
             let dk = ds.t()?.matmul(&r.q)?;
+            if op.kernels {
+                let l = op.layout([nh, nkv, nkv], op.scale(), true);
+                let tables = Some((&op.cos, &op.sin));
+                if let Some(d) =
+                    crate::fused::merge_heads([Some(&dq), Some(&dk), Some(&dv)], tables, l)?
+                {
+                    return Ok(d);
+                }
+            }
+            let dq = (dq * op.scale())?;
             let back = op.sin.neg()?;
             let dq = rope(&dq, &op.cos, &back, true)?;
             let dk = rope(&dk, &op.cos, &back, true)?;
@@ -281,7 +358,15 @@ mod tests {
         let up = Tensor::randn(0f64, 1.0, (b, t, heads.heads * heads.head_dim), &dev)?;
         let mut results = Vec::new();
         for budget in [usize::MAX, 1] {
-            let y = attention_in_chunks(qkv.as_tensor(), heads, &cos, &sin, Some(&mask), budget)?;
+            let y = attention_in_chunks(
+                qkv.as_tensor(),
+                heads,
+                &cos,
+                &sin,
+                Some(&mask),
+                budget,
+                true,
+            )?;
             let g = (&y * &up)?.sum_all()?.backward()?;
             let gq = g.get(qkv.as_tensor()).expect("a gradient").clone();
             results.push((y, gq));

@@ -23,7 +23,7 @@ use crate::error::Result;
 mod attention;
 mod lora;
 
-pub(crate) use attention::{attention, Heads};
+pub use attention::{attention, attention_composed, Heads};
 pub(crate) use lora::lora_linear;
 
 thread_local! {

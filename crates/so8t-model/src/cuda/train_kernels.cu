@@ -242,6 +242,67 @@ __device__ void gate_grad(const T* dy, const T* z, float* dm, int rows, int widt
   atomicAdd(dm + b * 64 + threadIdx.x, acc);
 }
 
+// ---- attention heads: token-major [B, T, (nq + nk + nv)·hd] <-> head-first [B, n, T, hd] ------
+// The first nq heads are q (rotated, times q_scale), the next nk are k (rotated), the last nv pass.
+// Rotation as in `rope` above (pairs (i, i + half), i < half; sign −1 rotates back). `split` reads
+// the token-major rows (coalesced) and writes each head's row; `merge` is its transpose.
+template <typename T>
+__device__ __forceinline__ float rotated(const T* row, int d, int half, const float* cs,
+                                         const float* sn, float sign) {
+  if (d >= 2 * half) return to_f(row[d]);
+  const int i = d < half ? d : d - half;
+  const float c = cs[i], s = sign * sn[i];
+  const float x1 = to_f(row[i]), x2 = to_f(row[i + half]);
+  return d < half ? x1 * c - x2 * s : x2 * c + x1 * s;
+}
+
+template <typename T>
+__device__ void heads_split(const T* x, const float* cos, const float* sin, T* q, T* k, T* v, int B,
+                            int t, int nq, int nk, int nv, int hd, int half, int cos_b,
+                            float q_scale, float sign) {
+  const int w = (nq + nk + nv) * hd;
+  const size_t n = (size_t)B * t * w;
+  for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
+    const int c = e % w, h = c / hd, d = c % hd;
+    const size_t bt = e / w;
+    const int pos = bt % t, b = bt / t;
+    const T* row = x + bt * w + (size_t)h * hd;
+    const size_t ci = ((size_t)(cos_b > 1 ? b : 0) * t + pos) * half;
+    if (h < nq) {
+      q[(((size_t)b * nq + h) * t + pos) * hd + d] =
+          from_f<T>(rotated(row, d, half, cos + ci, sin + ci, sign) * q_scale);
+    } else if (h < nq + nk) {
+      k[(((size_t)b * nk + h - nq) * t + pos) * hd + d] =
+          from_f<T>(rotated(row, d, half, cos + ci, sin + ci, sign));
+    } else {
+      v[(((size_t)b * nv + h - nq - nk) * t + pos) * hd + d] = row[d];
+    }
+  }
+}
+
+template <typename T>
+__device__ void heads_merge(const T* q, const T* k, const T* v, const float* cos, const float* sin,
+                            T* x, int B, int t, int nq, int nk, int nv, int hd, int half, int cos_b,
+                            float q_scale, float sign) {
+  const int w = (nq + nk + nv) * hd;
+  const size_t n = (size_t)B * t * w;
+  for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
+    const int c = e % w, h = c / hd, d = c % hd;
+    const size_t bt = e / w;
+    const int pos = bt % t, b = bt / t;
+    const size_t ci = ((size_t)(cos_b > 1 ? b : 0) * t + pos) * half;
+    float val;
+    if (h < nq) {
+      val = rotated(q + (((size_t)b * nq + h) * t + pos) * hd, d, half, cos + ci, sin + ci, sign) * q_scale;
+    } else if (h < nq + nk) {
+      val = rotated(k + (((size_t)b * nk + h - nq) * t + pos) * hd, d, half, cos + ci, sin + ci, sign);
+    } else {
+      val = to_f(v[(((size_t)b * nv + h - nq - nk) * t + pos) * hd + d]);
+    }
+    x[e] = from_f<T>(val);
+  }
+}
+
 // ---- AdamW (PyTorch semantics) on an f32 parameter, moments f32, gradient T ---------------------
 // out = [p'; m'; v'] (3·n floats); m, v null on the first step (zero moments).
 template <typename T>
@@ -292,6 +353,18 @@ __device__ void adamw(const float* p, const T* g, const float* m, const float* v
   extern "C" __global__ void gate_grad_##S(const T* dy, const T* z, float* dm, int rows, int width, \
                                            int chunk) {                                           \
     gate_grad<T>(dy, z, dm, rows, width, chunk);                                                  \
+  }                                                                                               \
+  extern "C" __global__ void heads_split_##S(const T* x, const float* cos, const float* sin, T* q,  \
+                                             T* k, T* v, int B, int t, int nq, int nk, int nv,    \
+                                             int hd, int half, int cos_b, float q_scale,          \
+                                             float sign) {                                        \
+    heads_split<T>(x, cos, sin, q, k, v, B, t, nq, nk, nv, hd, half, cos_b, q_scale, sign);       \
+  }                                                                                               \
+  extern "C" __global__ void heads_merge_##S(const T* q, const T* k, const T* v, const float* cos, \
+                                             const float* sin, T* x, int B, int t, int nq, int nk, \
+                                             int nv, int hd, int half, int cos_b, float q_scale,  \
+                                             float sign) {                                        \
+    heads_merge<T>(q, k, v, cos, sin, x, B, t, nq, nk, nv, hd, half, cos_b, q_scale, sign);       \
   }                                                                                               \
   extern "C" __global__ void adamw_##S(const float* p, const T* g, const float* m, const float* v, \
                                        float* out, size_t n, float lr, float b1, float b2,        \

@@ -11,10 +11,12 @@ use candle_core::{DType, Tensor};
 use crate::error::Result;
 
 pub use adamw::AdamStep;
+pub use heads::{HeadLayout, Tables};
 
 mod adamw;
 mod ce;
 mod gate;
+mod heads;
 mod pointwise;
 
 /// True when the fused kernels may run on `x`: a CUDA tensor of f32 or bf16 in a CUDA build,
@@ -81,6 +83,32 @@ pub fn adamw(
         return Ok(None);
     }
     adamw::adamw(p, g, mv, step).map(Some)
+}
+
+/// Token-major `x` [B, T, (q + k + v)·hd] to head-first q, k, v [B, n, T, hd] (a section of
+/// no heads gives `None`), q and k rotated by the f32 `tables` (if any) and q scaled.
+pub fn split_heads(
+    x: &Tensor,
+    tables: Tables<'_>,
+    layout: HeadLayout,
+) -> Result<Option<[Option<Tensor>; 3]>> {
+    if !applies(x) {
+        return Ok(None);
+    }
+    heads::split(x, tables, layout).map(Some)
+}
+
+/// The inverse layout change of [`split_heads`]: head-first sections to token-major
+/// [B, T, (q + k + v)·hd], q and k rotated (`layout.inverse`: by −θ) and q scaled.
+pub fn merge_heads(
+    heads: [Option<&Tensor>; 3],
+    tables: Tables<'_>,
+    layout: HeadLayout,
+) -> Result<Option<Tensor>> {
+    if !heads.iter().flatten().all(|h| applies(h)) {
+        return Ok(None);
+    }
+    heads::merge(heads, tables, layout).map(Some)
 }
 
 /// `silu(g) · u` of a fused gate_up output `gu` [.., 2·inter] → [.., inter].
