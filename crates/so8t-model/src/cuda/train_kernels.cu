@@ -256,18 +256,19 @@ __device__ __forceinline__ float rotated(const T* row, int d, int half, const fl
   return d < half ? x1 * c - x2 * s : x2 * c + x1 * s;
 }
 
+// One block per token row (b, t); its threads walk the row's columns, so the token-major side is
+// read or written contiguously and the head-first side in runs of hd; 32-bit index arithmetic.
 template <typename T>
 __device__ void heads_split(const T* x, const float* cos, const float* sin, T* q, T* k, T* v, int B,
                             int t, int nq, int nk, int nv, int hd, int half, int cos_b,
                             float q_scale, float sign) {
   const int w = (nq + nk + nv) * hd;
-  const size_t n = (size_t)B * t * w;
-  for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
-    const int c = e % w, h = c / hd, d = c % hd;
-    const size_t bt = e / w;
-    const int pos = bt % t, b = bt / t;
-    const T* row = x + bt * w + (size_t)h * hd;
-    const size_t ci = ((size_t)(cos_b > 1 ? b : 0) * t + pos) * half;
+  const unsigned bt = blockIdx.x, pos = bt % t, b = bt / t;
+  const T* xr = x + (size_t)bt * w;
+  const size_t ci = ((size_t)(cos_b > 1 ? b : 0) * t + pos) * half;
+  for (int c = threadIdx.x; c < w; c += blockDim.x) {
+    const int h = c / hd, d = c - h * hd;
+    const T* row = xr + h * hd;
     if (h < nq) {
       q[(((size_t)b * nq + h) * t + pos) * hd + d] =
           from_f<T>(rotated(row, d, half, cos + ci, sin + ci, sign) * q_scale);
@@ -285,12 +286,11 @@ __device__ void heads_merge(const T* q, const T* k, const T* v, const float* cos
                             T* x, int B, int t, int nq, int nk, int nv, int hd, int half, int cos_b,
                             float q_scale, float sign) {
   const int w = (nq + nk + nv) * hd;
-  const size_t n = (size_t)B * t * w;
-  for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
-    const int c = e % w, h = c / hd, d = c % hd;
-    const size_t bt = e / w;
-    const int pos = bt % t, b = bt / t;
-    const size_t ci = ((size_t)(cos_b > 1 ? b : 0) * t + pos) * half;
+  const unsigned bt = blockIdx.x, pos = bt % t, b = bt / t;
+  T* xr = x + (size_t)bt * w;
+  const size_t ci = ((size_t)(cos_b > 1 ? b : 0) * t + pos) * half;
+  for (int c = threadIdx.x; c < w; c += blockDim.x) {
+    const int h = c / hd, d = c - h * hd;
     float val;
     if (h < nq) {
       val = rotated(q + (((size_t)b * nq + h) * t + pos) * hd, d, half, cos + ci, sin + ci, sign) * q_scale;
@@ -299,7 +299,7 @@ __device__ void heads_merge(const T* q, const T* k, const T* v, const float* cos
     } else {
       val = to_f(v[(((size_t)b * nv + h - nq - nk) * t + pos) * hd + d]);
     }
-    x[e] = from_f<T>(val);
+    xr[c] = from_f<T>(val);
   }
 }
 

@@ -49,13 +49,15 @@ pub(super) use imp::{merge, split};
 #[cfg(feature = "cuda")]
 mod imp {
     use candle_core::backend::BackendStorage;
-    use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DeviceRepr, PushKernelArg};
+    use candle_core::cuda_backend::cudarc::driver::{
+        CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg,
+    };
     use candle_core::cuda_backend::{CudaDType, WrapErr};
     use candle_core::op::BackpropOp;
     use candle_core::{CudaDevice, CudaStorage, DType, Storage, StorageRef, Tensor, WithDType};
     use half::bf16;
 
-    use super::super::imp::{dispatch, elems_cfg, kname, view, MODULE, PTX, R};
+    use super::super::imp::{dispatch, kname, view, MODULE, PTX, R};
     use super::{HeadLayout, Tables};
     use crate::error::Result;
 
@@ -121,6 +123,11 @@ mod imp {
     ) -> R<Vec<Tensor>> {
         let hd = l.head_dim;
         let counts = [l.q, l.k, l.v];
+        if b * t > i32::MAX as usize || b * t * (l.q + l.k + l.v) * hd > u32::MAX as usize {
+            candle_core::bail!(
+                "attention heads: {b} × {t} rows of {l:?} exceed the kernel's index range"
+            )
+        }
         let (cb, half) = table_dims(tables, b, t, hd)?;
         let (ts, tl) = storage(token_major)?;
         let dev = cuda(&ts).device().clone();
@@ -208,8 +215,13 @@ mod imp {
         let (qs, sign) = (l.q_scale as f32, if l.inverse { -1f32 } else { 1f32 });
         a.arg(&qs);
         a.arg(&sign);
-        let n = b * t * (l.q + l.k + l.v) * hd;
-        unsafe { a.launch(elems_cfg(n)) }.w()?;
+        // One block per token row (grid x allows 2³¹ − 1 rows).
+        let cfg = LaunchConfig {
+            grid_dim: ((b * t) as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        unsafe { a.launch(cfg) }.w()?;
         drop(a);
         Ok(if split {
             outs.into_iter()
