@@ -42,29 +42,14 @@ mod imp {
     use candle_core::backend::BackendStorage;
     use candle_core::cuda_backend::cudarc::driver::{CudaView, DeviceRepr, PushKernelArg};
     use candle_core::cuda_backend::{CudaDType, WrapErr};
-    use candle_core::op::BackpropOp;
-    use candle_core::{CudaStorage, DType, Storage, StorageRef, Tensor, WithDType};
+    use candle_core::{DType, Tensor, WithDType};
     use half::bf16;
 
-    use super::super::imp::{dispatch, elems_cfg, kname, view, MODULE, PTX, R};
+    use super::super::imp::{
+        as_cuda, cuda_storage, dispatch, elems_cfg, kname, view, wrap_tensor, MODULE, PTX, R,
+    };
     use super::AdamStep;
     use crate::error::Result;
-
-    /// The CUDA storage of a contiguous tensor, or an error naming `what`.
-    fn cuda_of<'a>(t: &'a Tensor, what: &str) -> R<(StorageRef<'a>, &'a candle_core::Layout)> {
-        let (s, l) = t.storage_and_layout();
-        if !matches!(&*s, Storage::Cuda(_)) {
-            candle_core::bail!("adamw: {what} is not on CUDA")
-        }
-        Ok((s, l))
-    }
-
-    fn cuda(s: &Storage) -> &CudaStorage {
-        match s {
-            Storage::Cuda(c) => c,
-            _ => unreachable!("checked by cuda_of"),
-        }
-    }
 
     fn step<T: CudaDType + DeviceRepr + WithDType>(
         p: &Tensor,
@@ -73,24 +58,24 @@ mod imp {
         h: &AdamStep,
     ) -> R<Tensor> {
         let n = p.elem_count();
-        let (ps, pl) = cuda_of(p, "the parameter")?;
-        let (gs, gl) = cuda_of(g, "the gradient")?;
-        let pv = view::<f32>(cuda(&ps), pl, "adamw parameter")?;
-        let gv = view::<T>(cuda(&gs), gl, "adamw gradient")?;
-        let dev = cuda(&ps).device().clone();
+        let (ps, pl) = cuda_storage(p, "adamw: the parameter")?;
+        let (gs, gl) = cuda_storage(g, "adamw: the gradient")?;
+        let pv = view::<f32>(as_cuda(&ps)?, pl, "adamw parameter")?;
+        let gv = view::<T>(as_cuda(&gs)?, gl, "adamw gradient")?;
+        let dev = as_cuda(&ps)?.device().clone();
         let out = dev.alloc_zeros::<f32>(3 * n)?;
         let f = dev.get_or_load_custom_func(&kname("adamw", T::DTYPE)?, MODULE, PTX)?;
         let moments = match mv {
             Some((m, v)) => Some((
-                cuda_of(m, "the first moment")?,
-                cuda_of(v, "the second moment")?,
+                cuda_storage(m, "adamw: the first moment")?,
+                cuda_storage(v, "adamw: the second moment")?,
             )),
             None => None,
         };
         let views: Option<(CudaView<'_, f32>, CudaView<'_, f32>)> = match &moments {
             Some(((ms, ml), (vs, vl))) => Some((
-                view::<f32>(cuda(ms), ml, "adamw moment")?,
-                view::<f32>(cuda(vs), vl, "adamw moment")?,
+                view::<f32>(as_cuda(ms)?, ml, "adamw moment")?,
+                view::<f32>(as_cuda(vs)?, vl, "adamw moment")?,
             )),
             None => None,
         };
@@ -129,12 +114,7 @@ mod imp {
         drop(b);
         let mut dims = vec![3];
         dims.extend_from_slice(p.dims());
-        Ok(Tensor::from_storage(
-            Storage::Cuda(CudaStorage::wrap_cuda_slice(out, dev)),
-            dims,
-            BackpropOp::none(),
-            false,
-        ))
+        Ok(wrap_tensor(out, &dev, dims))
     }
 
     pub fn adamw(

@@ -53,41 +53,14 @@ mod imp {
         CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg,
     };
     use candle_core::cuda_backend::{CudaDType, WrapErr};
-    use candle_core::op::BackpropOp;
-    use candle_core::{CudaDevice, CudaStorage, DType, Storage, StorageRef, Tensor, WithDType};
+    use candle_core::{DType, Tensor, WithDType};
     use half::bf16;
 
-    use super::super::imp::{dispatch, kname, view, MODULE, PTX, R};
+    use super::super::imp::{
+        as_cuda, cuda_storage, dispatch, kname, view, wrap_tensor, MODULE, PTX, R,
+    };
     use super::{HeadLayout, Tables};
     use crate::error::Result;
-
-    fn storage<'a>(t: &'a Tensor) -> R<(StorageRef<'a>, &'a candle_core::Layout)> {
-        let (s, l) = t.storage_and_layout();
-        if !matches!(&*s, Storage::Cuda(_)) {
-            candle_core::bail!("attention heads: a tensor is not on CUDA")
-        }
-        Ok((s, l))
-    }
-
-    fn cuda(s: &Storage) -> &CudaStorage {
-        match s {
-            Storage::Cuda(c) => c,
-            _ => unreachable!("checked by storage()"),
-        }
-    }
-
-    fn wrap<T: CudaDType + DeviceRepr>(
-        s: CudaSlice<T>,
-        dev: &CudaDevice,
-        dims: Vec<usize>,
-    ) -> Tensor {
-        Tensor::from_storage(
-            Storage::Cuda(CudaStorage::wrap_cuda_slice(s, dev.clone())),
-            dims,
-            BackpropOp::none(),
-            false,
-        )
-    }
 
     /// (cos_b, half) of the tables for `b` rows of `t` positions, checked.
     fn table_dims(tables: Tables<'_>, b: usize, t: usize, hd: usize) -> R<(usize, usize)> {
@@ -129,19 +102,22 @@ mod imp {
             )
         }
         let (cb, half) = table_dims(tables, b, t, hd)?;
-        let (ts, tl) = storage(token_major)?;
-        let dev = cuda(&ts).device().clone();
+        let (ts, tl) = cuda_storage(token_major, "attention heads: a tensor")?;
+        let dev = as_cuda(&ts)?.device().clone();
         let f_name = if split { "heads_split" } else { "heads_merge" };
         let f = dev.get_or_load_custom_func(&kname(f_name, T::DTYPE)?, MODULE, PTX)?;
-        let tv = view::<T>(cuda(&ts), tl, "attention heads")?;
+        let tv = view::<T>(as_cuda(&ts)?, tl, "attention heads")?;
         let tabs = match tables {
-            Some((c, s)) => Some((storage(c)?, storage(s)?)),
+            Some((c, s)) => Some((
+                cuda_storage(c, "attention heads: a tensor")?,
+                cuda_storage(s, "attention heads: a tensor")?,
+            )),
             None => None,
         };
         let tab_views = match &tabs {
             Some(((cs, cl), (ss, sl))) => Some((
-                view::<f32>(cuda(cs), cl, "rotary cos")?,
-                view::<f32>(cuda(ss), sl, "rotary sin")?,
+                view::<f32>(as_cuda(cs)?, cl, "rotary cos")?,
+                view::<f32>(as_cuda(ss)?, sl, "rotary sin")?,
             )),
             None => None,
         };
@@ -160,7 +136,7 @@ mod imp {
         } else {
             for (i, h) in heads.iter().enumerate() {
                 ins.push(match h {
-                    Some(x) if counts[i] > 0 => Some(storage(x)?),
+                    Some(x) if counts[i] > 0 => Some(cuda_storage(x, "attention heads: a tensor")?),
                     _ => None,
                 });
             }
@@ -168,7 +144,7 @@ mod imp {
         let in_views = ins
             .iter()
             .map(|s| match s {
-                Some((st, sl)) => view::<T>(cuda(st), sl, "attention heads").map(Some),
+                Some((st, sl)) => view::<T>(as_cuda(st)?, sl, "attention heads").map(Some),
                 None => Ok(None),
             })
             .collect::<R<Vec<_>>>()?;
@@ -226,12 +202,12 @@ mod imp {
         Ok(if split {
             outs.into_iter()
                 .zip(counts)
-                .filter_map(|(o, n)| o.map(|o| wrap(o, &dev, vec![b, n, t, hd])))
+                .filter_map(|(o, n)| o.map(|o| wrap_tensor(o, &dev, vec![b, n, t, hd])))
                 .collect()
         } else {
             let w = (l.q + l.k + l.v) * hd;
             out_x
-                .map(|x| wrap(x, &dev, vec![b, t, w]))
+                .map(|x| wrap_tensor(x, &dev, vec![b, t, w]))
                 .into_iter()
                 .collect()
         })

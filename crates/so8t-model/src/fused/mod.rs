@@ -165,13 +165,15 @@ mod imp {
 mod imp {
     use candle_core::backend::BackendStorage;
     use candle_core::cuda_backend::cudarc::driver::{
-        CudaView, DeviceRepr, LaunchConfig, PushKernelArg,
+        CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg,
     };
     use candle_core::cuda_backend::{CudaDType, WrapErr};
+    use candle_core::op::BackpropOp;
     use candle_core::{
         CpuStorage, CudaStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Storage,
         Tensor, WithDType,
     };
+    use candle_core::{CudaDevice, StorageRef};
     use half::bf16;
 
     use crate::error::Result;
@@ -205,6 +207,38 @@ mod imp {
             .contiguous_offsets()
             .ok_or_else(|| candle_core::Error::Msg(format!("{name}: input must be contiguous")))?;
         Ok(s.as_cuda_slice::<T>()?.slice(a..b))
+    }
+
+    /// The CUDA storage (read-locked while the guard lives) and layout of `t`; `what` names it
+    /// in the error.
+    pub(super) fn cuda_storage<'a>(t: &'a Tensor, what: &str) -> R<(StorageRef<'a>, &'a Layout)> {
+        let (s, l) = t.storage_and_layout();
+        if !matches!(&*s, Storage::Cuda(_)) {
+            candle_core::bail!("{what} is not on CUDA")
+        }
+        Ok((s, l))
+    }
+
+    /// The CUDA storage in a guard from [`cuda_storage`].
+    pub(super) fn as_cuda(s: &Storage) -> R<&CudaStorage> {
+        match s {
+            Storage::Cuda(c) => Ok(c),
+            _ => candle_core::bail!("a fused kernel was given a tensor off CUDA"),
+        }
+    }
+
+    /// A tensor (no gradient tracking) over a fresh CUDA allocation.
+    pub(super) fn wrap_tensor<T: CudaDType + DeviceRepr>(
+        s: CudaSlice<T>,
+        dev: &CudaDevice,
+        dims: Vec<usize>,
+    ) -> Tensor {
+        Tensor::from_storage(
+            Storage::Cuda(CudaStorage::wrap_cuda_slice(s, dev.clone())),
+            dims,
+            BackpropOp::none(),
+            false,
+        )
     }
 
     /// Threads per row for the row kernels: a multiple of 32, at most 1024.
