@@ -392,28 +392,38 @@ impl Attention {
                 vl.forward(x, ctx.train)?,
             ),
         };
+        // Training: the whole attention as one autograd node (CPU f32: `train_ops`; CUDA:
+        // `composite`), else the composed graph below.
         let tracked = q.track_op() || k.track_op() || v.track_op();
-        if ctx.train && tracked && cache.is_none() && [&q, &k, &v].iter().all(|x| cpu_f32(x)) {
-            let shape = crate::train_ops::AttentionShape {
-                heads: nh,
-                kv_heads: nkv,
-                head_dim: hd,
+        if ctx.train && tracked && cache.is_none() {
+            let y = if [&q, &k, &v].iter().all(|x| cpu_f32(x)) {
+                let shape = crate::train_ops::AttentionShape {
+                    heads: nh,
+                    kv_heads: nkv,
+                    head_dim: hd,
+                };
+                Some(crate::train_ops::attention_cpu(
+                    &q, &k, &v, ctx.cos, ctx.sin, ctx.mask, shape,
+                )?)
+            } else if crate::composite::applies(&q) {
+                let heads = crate::composite::Heads {
+                    heads: nh,
+                    kv_heads: nkv,
+                    head_dim: hd,
+                };
+                let qkv = match &qkv_fused {
+                    Some(x) => x.clone(),
+                    None => Tensor::cat(&[&q, &k, &v], D::Minus1)?,
+                };
+                Some(crate::composite::attention(
+                    &qkv, heads, ctx.cos, ctx.sin, ctx.mask,
+                )?)
+            } else {
+                None
             };
-            let y = crate::train_ops::attention_cpu(&q, &k, &v, ctx.cos, ctx.sin, ctx.mask, shape)?;
-            return self.o_proj.forward(&gated(y, ctx)?, ctx.train);
-        }
-        if ctx.train && tracked && cache.is_none() && crate::composite::applies(&q) {
-            let heads = crate::composite::Heads {
-                heads: nh,
-                kv_heads: nkv,
-                head_dim: hd,
-            };
-            let qkv = match &qkv_fused {
-                Some(x) => x.clone(),
-                None => Tensor::cat(&[&q, &k, &v], D::Minus1)?,
-            };
-            let y = crate::composite::attention(&qkv, heads, ctx.cos, ctx.sin, ctx.mask)?;
-            return self.o_proj.forward(&gated(y, ctx)?, ctx.train);
+            if let Some(y) = y {
+                return self.o_proj.forward(&gated(y, ctx)?, ctx.train);
+            }
         }
         let q = q.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
         let k = k.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;

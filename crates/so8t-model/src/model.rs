@@ -341,17 +341,8 @@ impl Model {
 
     /// Logits (f32) for hidden states `[B, T, H]` → `[B, T, V]`.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        let (b, t, h) = hidden.dims3()?;
-        let x = hidden.reshape((b * t, h))?;
-        // While training, the frozen head gets no weight-sized gradient (see `frozen_matmul`).
-        let y = if crate::linear::is_frozen_on_tracked(&x, &self.lm_head) {
-            crate::linear::frozen_matmul(&x.contiguous()?, &self.lm_head)?
-        } else {
-            match crate::matvec::matvec(&x, &self.lm_head)? {
-                Some(y) => y,
-                None => x.matmul(&self.lm_head.t()?)?,
-            }
-        };
+        let (b, t, _) = hidden.dims3()?;
+        let y = self.head(hidden)?;
         Ok(y.to_dtype(DType::F32.max_precision(self.dtype))?.reshape((
             b,
             t,
@@ -366,14 +357,23 @@ impl Model {
         if !crate::fused::applies(hidden) {
             return self.logits(hidden);
         }
+        let (b, t, _) = hidden.dims3()?;
+        Ok(self.head(hidden)?.reshape((b, t, self.cfg.vocab_size))?)
+    }
+
+    /// `hidden [B, T, H]` times the LM head: `[B·T, V]` in the model's dtype.
+    fn head(&self, hidden: &Tensor) -> Result<Tensor> {
         let (b, t, h) = hidden.dims3()?;
         let x = hidden.reshape((b * t, h))?;
-        let y = if crate::linear::is_frozen_on_tracked(&x, &self.lm_head) {
+        // While training, the frozen head gets no weight-sized gradient (see `frozen_matmul`).
+        Ok(if crate::linear::is_frozen_on_tracked(&x, &self.lm_head) {
             crate::linear::frozen_matmul(&x.contiguous()?, &self.lm_head)?
         } else {
-            x.matmul(&self.lm_head.t()?)?
-        };
-        Ok(y.reshape((b, t, self.cfg.vocab_size))?)
+            match crate::matvec::matvec(&x, &self.lm_head)? {
+                Some(y) => y,
+                None => x.matmul(&self.lm_head.t()?)?,
+            }
+        })
     }
 
     /// Logits at every position: `[B, T, V]`.

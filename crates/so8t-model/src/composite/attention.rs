@@ -144,31 +144,31 @@ impl AttentionOp {
         if chunk >= b {
             return f(self, &|x: &Tensor| Ok(x.clone()));
         }
-        let rows = |m: &Tensor, start: usize, n: usize| -> Result<Tensor> {
-            Ok(if m.dim(0)? == b && b > 1 {
-                m.narrow(0, start, n)?
-            } else {
-                m.clone()
-            })
+        // Per-row tables are [B, T, half] (shared ones [T, half]); a per-row mask is [B, 1, T, T].
+        let per_row_tables = self.cos.rank() == 3;
+        let per_row_mask = match &self.mask {
+            Some(m) => m.dim(0)? == b,
+            None => false,
         };
         let mut parts = Vec::with_capacity(b.div_ceil(chunk));
         for start in (0..b).step_by(chunk) {
             let n = chunk.min(b - start);
+            let rows = |m: &Tensor, per_row: bool| -> Result<Tensor> {
+                Ok(if per_row {
+                    m.narrow(0, start, n)?
+                } else {
+                    m.clone()
+                })
+            };
             let op = AttentionOp {
-                heads: self.heads,
-                chunk_scores: self.chunk_scores,
-                kernels: self.kernels,
-                cos: if self.cos.rank() == 3 {
-                    rows(&self.cos, start, n)?
-                } else {
-                    self.cos.clone()
-                },
-                sin: if self.sin.rank() == 3 {
-                    rows(&self.sin, start, n)?
-                } else {
-                    self.sin.clone()
-                },
-                mask: self.mask.as_ref().map(|m| rows(m, start, n)).transpose()?,
+                cos: rows(&self.cos, per_row_tables)?,
+                sin: rows(&self.sin, per_row_tables)?,
+                mask: self
+                    .mask
+                    .as_ref()
+                    .map(|m| rows(m, per_row_mask))
+                    .transpose()?,
+                ..self.clone()
             };
             parts.push(f(&op, &|x: &Tensor| Ok(x.narrow(0, start, n)?))?);
         }
