@@ -4,7 +4,10 @@
 1. The reference fixtures' logits (plain and SO(8)-gated, made by HF transformers in f32) from
    `so8t model logits --device cuda` in f32 (tolerance 1e-4 absolute, as on the CPU) and in bf16
    (tolerance: 3 % of the logits' range, bf16 keeps 8 bits of mantissa through every layer).
-2. A few training steps of the tiny model (examples/train-tiny.yaml, f32) on the CPU and on CUDA
+2. The serve engine on CUDA (`so8t bench infer --check`: candle's kernels on the GPU against the
+   native CPU engine, half the tokens as one prompt pass and the rest one token a pass) on the
+   fixture folders: f32 within 1e-4 of the largest logit, bf16 within 5 %.
+3. A few training steps of the tiny model (examples/train-tiny.yaml, f32) on the CPU and on CUDA
    in the same call: the per-step losses agree within 1e-3 relative.
 
   python3 bench/gpu_check.py --so8t '.gpu-bin/run-cuda.sh .gpu-bin/so8t-cuda' \
@@ -71,6 +74,21 @@ def fixtures(so8t, root):
                       f"max |Δ| {e:.3f} of a {s:.2f} range (tolerance 3 %)")
 
 
+def engine(so8t, root):
+    for name in sorted(os.listdir(root)):
+        d = os.path.join(root, name)
+        if not os.path.exists(os.path.join(d, "reference.json")):
+            continue
+        for dtype, tol in [("f32", 1e-4), ("bf16", 0.05)]:
+            out = subprocess.run(so8t + ["bench", "infer", "--model", d, "--device", "cuda", "--engine-dtype",
+                                         dtype, "--check", "--prompt", "16", "--json"],
+                                 check=True, capture_output=True, text=True).stdout
+            g = json.loads(out)
+            check(f"{name} serve engine {dtype}", g["max_rel"] < tol,
+                  f"vs the native CPU engine: max |Δ|/max|logit| {g['max_rel']:.2e} (tolerance {tol:g}), "
+                  f"same top token {100 * g['top1']:.0f} %")
+
+
 def losses(run_dir):
     db = sqlite3.connect(f"file:{os.path.join(run_dir, 'run.db')}?mode=ro", uri=True)
     return [r[0] for r in db.execute("SELECT loss FROM metrics ORDER BY step")]
@@ -101,6 +119,7 @@ def main():
     a = ap.parse_args()
     so8t = shlex.split(a.so8t)
     fixtures(so8t, a.fixtures)
+    engine(so8t, a.fixtures)
     training(so8t, a.steps, a.config)
     print("ALL OK" if not FAILED else f"FAILED: {', '.join(FAILED)}")
     sys.exit(1 if FAILED else 0)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """HF transformers side of the generation benchmark: prefill and greedy decode tokens/s.
 
-  python hf_generate.py MODEL_DIR --prompt TEXT --max-tokens N --dtype f32|bf16 --threads T [--device cuda]
+  python hf_generate.py MODEL_DIR (--prompt TEXT | --prompt-tokens P) --max-tokens N --dtype f32|bf16 --threads T [--device cuda]
 
 Prints one JSON line with the same keys as `so8t generate --json`.
 """
@@ -16,7 +16,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
-    ap.add_argument("--prompt", required=True)
+    ap.add_argument("--prompt", help="the prompt text")
+    ap.add_argument("--prompt-tokens", type=int, help="instead of --prompt: this many token ids "
+                    "(as so8t bench infer makes them: ((p * 7919) %% 1000 + 100))")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--dtype", default="f32")
     ap.add_argument("--threads", type=int, default=2)
@@ -27,7 +29,10 @@ def main():
     dtype = {"f32": torch.float32, "bf16": torch.bfloat16}[a.dtype]
     tok = AutoTokenizer.from_pretrained(a.model)
     model = AutoModelForCausalLM.from_pretrained(a.model, dtype=dtype).to(a.device).eval()
-    ids = tok(a.prompt, return_tensors="pt")["input_ids"].to(a.device)
+    if a.prompt_tokens:
+        ids = torch.tensor([[(p * 7919) % 1000 + 100 for p in range(a.prompt_tokens)]], device=a.device)
+    else:
+        ids = tok(a.prompt, return_tensors="pt")["input_ids"].to(a.device)
     sync = torch.cuda.synchronize if a.device.startswith("cuda") else (lambda: None)
     best = None
     with torch.inference_mode():

@@ -360,3 +360,49 @@ fn bench_infer_times_the_engine_like_llama_bench() {
     let e = fails(&["bench", "infer", "--model", "/nonexistent.gguf"]);
     assert!(e.contains("/nonexistent.gguf"), "{e}");
 }
+
+#[test]
+fn bench_infer_check_holds_the_device_engine_to_the_native_one() {
+    let m = fixture("phi3-longrope-tiny");
+    let check = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec![
+            "--threads",
+            "2",
+            "bench",
+            "infer",
+            "--model",
+            s(&m),
+            "--check",
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--prompt", "24", "--json"]);
+        serde_json::from_str(ok(&args).trim()).unwrap()
+    };
+    // candle's kernels (on its CPU backend here, on a GPU with --device cuda) vs the native engine.
+    let v = check(&["--device", "cpu", "--device-engine"]);
+    assert_eq!(
+        (v["device"].as_str(), v["positions"].as_u64()),
+        (Some("cpu"), Some(24))
+    );
+    assert!(v["max_rel"].as_f64().unwrap() < 1e-5, "{v}");
+    assert_eq!(v["top1"].as_f64(), Some(1.0), "{v}");
+    // Against another model, the distance shows: the same shape with other weights.
+    let other = fixture("phi3-tiny");
+    let v = check(&["--device", "cpu", "--reference", s(&other)]);
+    assert!(v["max_rel"].as_f64().unwrap() > 1e-2, "{v}");
+    let e = fails(&["bench", "infer", "--model", s(&m), "--reference", s(&other)]);
+    assert!(e.contains("--check"), "{e}");
+    let e = fails(&[
+        "bench",
+        "infer",
+        "--model",
+        s(&m),
+        "-p",
+        "8",
+        "-n",
+        "1",
+        "--device",
+        "cuda:x",
+    ]);
+    assert!(e.contains("cuda:x"), "{e}");
+}

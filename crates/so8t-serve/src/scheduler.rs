@@ -113,6 +113,10 @@ pub struct SchedulerOptions {
     /// one hand-over per token cost 10–25 % of the generation speed. The first token and the
     /// last always go at once. Zero hands over every token.
     pub flush_interval: Duration,
+    /// Where the passes run: the CPU (the native engine) or a CUDA device (the device engine).
+    pub device: candle_core::Device,
+    /// Activation dtype on a device (ignored on the CPU).
+    pub dtype: candle_core::DType,
 }
 
 impl Default for SchedulerOptions {
@@ -123,6 +127,8 @@ impl Default for SchedulerOptions {
             batch_tokens: 512,
             max_queue: 256,
             flush_interval: Duration::from_millis(20),
+            device: candle_core::Device::Cpu,
+            dtype: candle_core::DType::BF16,
         }
     }
 }
@@ -348,7 +354,19 @@ fn run(
     waiting: Arc<AtomicUsize>,
     running: Arc<AtomicUsize>,
 ) {
-    let mut runner = Runner::new(model.clone(), opts.threads);
+    let mut runner = match Runner::for_device(model.clone(), &opts.device, opts.threads, opts.dtype)
+    {
+        Ok(r) => r,
+        Err(e) => {
+            // The weights did not fit (or the device is gone): every request says so.
+            tracing::error!("{}: {e}", model.path.display());
+            while let Ok(job) = rx.recv() {
+                waiting.fetch_sub(1, Ordering::SeqCst);
+                let _ = job.events.send(GenEvent::Error(e.to_string()));
+            }
+            return;
+        }
+    };
     let mut active: Vec<Active> = Vec::new();
     let mut out = ForwardOut::default();
     let vocab = model.cfg.vocab;
@@ -410,7 +428,16 @@ fn run(
         let want_hidden = active.iter().any(|a| a.job.params.embed);
         {
             let mut caches: Vec<&mut SeqCache> = active.iter_mut().map(|a| &mut a.cache).collect();
-            runner.forward(&mut caches, &batch, want_hidden, &mut out);
+            if let Err(e) = runner.forward(&mut caches, &batch, want_hidden, &mut out) {
+                // A device failure (out of memory, a lost GPU): every request in this pass
+                // ends with the error; the next requests start on fresh caches.
+                tracing::error!("forward pass failed: {e}");
+                for a in active.drain(..) {
+                    let _ = a.job.events.send(GenEvent::Error(e.to_string()));
+                }
+                running.store(0, Ordering::SeqCst);
+                continue;
+            }
         }
         // Hand out the results.
         let mut li = 0usize;

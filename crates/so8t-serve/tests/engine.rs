@@ -23,7 +23,7 @@ fn reference(name: &str) -> serde_json::Value {
 }
 
 fn logits_all(r: &mut Runner, ids: &[u32]) -> Vec<f32> {
-    r.logits_all(ids)
+    r.logits_all(ids).unwrap()
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -91,7 +91,8 @@ fn incremental_and_batched_decoding_equal_one_pass() {
             });
         }
         let mut out = ForwardOut::default();
-        r.forward(&mut [&mut ca, &mut cb], &batch, false, &mut out);
+        r.forward(&mut [&mut ca, &mut cb], &batch, false, &mut out)
+            .unwrap();
         for (k, e) in batch.iter().enumerate() {
             let dst = if e.cache == 0 { &mut got_a } else { &mut got_b };
             dst[e.pos * vocab..(e.pos + 1) * vocab]
@@ -238,10 +239,12 @@ fn gguf_lora_adapter_matches_llama_cpp() {
     let ids: Vec<u32> = vec![504, 3575, 282, 4649, 314, 7042, 30, 378, 1345];
     let mut model = EngineModel::load(&f16).unwrap();
     let vocab = model.cfg.vocab;
-    let base = Runner::new(Arc::new(EngineModel::load(&f16).unwrap()), 2).logits_all(&ids);
+    let base = Runner::new(Arc::new(EngineModel::load(&f16).unwrap()), 2)
+        .logits_all(&ids)
+        .unwrap();
     // 4 layers × (q, v, output, down, gate).
     assert_eq!(model.apply_lora(&adapter, 1.0).unwrap(), 20);
-    let ours = Runner::new(Arc::new(model), 2).logits_all(&ids);
+    let ours = Runner::new(Arc::new(model), 2).logits_all(&ids).unwrap();
     let theirs = llama_cpp_logits_with(&p, &f16, &ids, Some(&adapter));
     let rel = rel_last(&ours, &theirs, vocab);
     let moved = rel_last(&base, &theirs, vocab);

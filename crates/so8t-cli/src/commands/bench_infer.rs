@@ -27,6 +27,22 @@ pub struct InferBenchArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Instead of timing: compare the chosen device's logits with the native CPU engine's on
+    /// `--prompt` tokens (half as one prompt pass, the rest one token a pass) and print how far
+    /// apart they are. A check that a GPU computes what the CPU does.
+    #[arg(long)]
+    pub check: bool,
+    /// Run the device engine (candle's kernels) even on the CPU, in f32: how its arithmetic is
+    /// checked without a GPU (the native engine is the faster one on a CPU).
+    #[arg(long)]
+    pub device_engine: bool,
+    /// With `--check`: the model the native CPU engine runs as the reference (default: the same
+    /// one). Checking a quantized file against its F16/BF16 file on both engines shows whether
+    /// the device adds error beyond the quantization's own.
+    #[arg(long)]
+    pub reference: Option<PathBuf>,
+    #[command(flatten)]
+    pub device: super::serve::DeviceArgs,
 }
 
 /// Runs `bench infer` with `threads` compute threads (default: all cores).
@@ -34,8 +50,12 @@ pub fn run(a: InferBenchArgs, threads: Option<usize>) -> Result<()> {
     if a.reps == 0 || (a.prompt == 0 && a.generate == 0) {
         bail!("--reps must be at least 1 and one of --prompt / --generate non-zero");
     }
+    if a.reference.is_some() && !a.check {
+        bail!("--reference goes with --check");
+    }
     let model = Arc::new(EngineModel::load(&a.model).map_err(|e| anyhow!("{e}"))?);
-    if a.prompt + a.generate + 1 > model.cfg.ctx_train {
+    let generate = if a.check { 0 } else { a.generate };
+    if a.prompt + generate + 1 > model.cfg.ctx_train {
         bail!(
             "--prompt {} / --generate {} exceed the model's context of {} tokens",
             a.prompt,
@@ -46,13 +66,53 @@ pub fn run(a: InferBenchArgs, threads: Option<usize>) -> Result<()> {
     let threads = threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
-    let mut runner = Runner::new(model.clone(), threads);
+    let (dev, dtype) = a.device.open()?;
+    let mut runner = if a.device_engine && dev.is_cpu() {
+        Runner::on_device(model.clone(), &dev, candle_core::DType::F32, &mut |_, _| {})
+    } else {
+        Runner::for_device(model.clone(), &dev, threads, dtype)
+    }
+    .map_err(|e| anyhow!("{e}"))?;
+    let device = runner.device_name();
+    if a.check {
+        if a.prompt < 2 {
+            bail!("--check needs --prompt of at least 2 tokens");
+        }
+        let reference = match &a.reference {
+            Some(p) => Arc::new(EngineModel::load(p).map_err(|e| anyhow!("{e}"))?),
+            None => model.clone(),
+        };
+        if reference.cfg.vocab != model.cfg.vocab {
+            bail!(
+                "--reference has a vocabulary of {}, the model {}",
+                reference.cfg.vocab,
+                model.cfg.vocab
+            );
+        }
+        let mut native = Runner::new(reference, threads);
+        let g = bench::agreement(&mut runner, &mut native, a.prompt).map_err(|e| anyhow!("{e}"))?;
+        let doc = serde_json::json!({"model": a.model, "device": device, "reference": a.reference.as_ref().unwrap_or(&a.model),
+            "positions": g.positions, "max_rel": g.max_rel, "mean_rel": g.mean_rel, "top1": g.top1});
+        if a.json {
+            println!("{doc}");
+        } else {
+            println!(
+                "{device} vs the native CPU engine on {} over {} positions: max |Δlogit|/max|logit| {:.2e} (mean {:.2e}), same top token at {:.1} %",
+                a.reference.as_ref().unwrap_or(&a.model).display(),
+                g.positions,
+                g.max_rel,
+                g.mean_rel,
+                100.0 * g.top1
+            );
+        }
+        return Ok(());
+    }
     let spec = BenchSpec {
         prompt: a.prompt,
         generate: a.generate,
         reps: a.reps,
     };
-    let r = bench::run(&mut runner, spec);
+    let r = bench::run(&mut runner, spec).map_err(|e| anyhow!("{e}"))?;
     let size_mib = model.size_bytes() as f64 / (1 << 20) as f64;
     if a.json {
         let test = |name: String, rates: &Rates| {
@@ -67,15 +127,15 @@ pub fn run(a: InferBenchArgs, threads: Option<usize>) -> Result<()> {
             tests.push(test(format!("tg{}", a.generate), &r.generate));
         }
         let doc = serde_json::json!({"model": a.model, "size_mib": size_mib, "threads": threads,
-                                     "reps": a.reps, "tests": tests});
+                                     "device": device, "reps": a.reps, "tests": tests});
         println!("{doc}");
         return Ok(());
     }
-    println!("| model | size | threads | test | t/s |\n| --- | ---: | ---: | --- | ---: |");
+    println!("| model | size | device | threads | test | t/s |\n| --- | ---: | --- | ---: | --- | ---: |");
     let name = a.model.display();
     let row = |test: String, rates: &Rates| {
         println!(
-            "| {name} | {size_mib:.1} MiB | {threads} | {test} | {:.2} ± {:.2} |",
+            "| {name} | {size_mib:.1} MiB | {device} | {threads} | {test} | {:.2} ± {:.2} |",
             rates.mean(),
             rates.stddev()
         )

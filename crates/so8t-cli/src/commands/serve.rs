@@ -28,6 +28,35 @@ pub struct EngineArgs {
     /// Requests that may wait for a slot before new ones get 429.
     #[arg(long, default_value_t = 256)]
     pub max_queue: usize,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+/// Where the inference engine runs (`serve`, `run`, `bench infer`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct DeviceArgs {
+    /// `auto` (a CUDA GPU when this build has CUDA and one answers, else the CPU), `cpu`,
+    /// `cuda` or `cuda:N`. The CPU runs the native engine; a GPU runs candle's kernels on the
+    /// GGUF blocks (quantized types stay quantized).
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Activations on a GPU: bf16, f16 or f32 (dense weights are stored in it too).
+    #[arg(long = "engine-dtype", default_value = "bf16")]
+    pub dtype: String,
+}
+
+impl DeviceArgs {
+    /// The opened device and the activation dtype.
+    pub fn open(&self) -> Result<(candle_core::Device, candle_core::DType)> {
+        use candle_core::DType;
+        let dtype = match self.dtype.as_str() {
+            "bf16" => DType::BF16,
+            "f16" => DType::F16,
+            "f32" => DType::F32,
+            o => bail!("--engine-dtype {o:?}: expected bf16, f16 or f32"),
+        };
+        Ok((so8t_model::device::open(&self.device)?, dtype))
+    }
 }
 
 /// `so8t serve`.
@@ -127,22 +156,23 @@ fn adhoc(specs: &[String]) -> Result<Vec<(String, PathBuf)>> {
         .collect()
 }
 
-fn sched(e: &EngineArgs, threads: Option<usize>) -> SchedulerOptions {
+fn sched(e: &EngineArgs, threads: Option<usize>) -> Result<SchedulerOptions> {
     let mut s = SchedulerOptions::default();
+    (s.device, s.dtype) = e.device.open()?;
     if let Some(t) = threads {
         s.threads = t.max(1);
     }
     s.parallel = e.parallel.max(1);
     s.batch_tokens = e.batch_tokens.max(1);
     s.max_queue = e.max_queue;
-    s
+    Ok(s)
 }
 
 /// `so8t serve`.
 pub fn serve(a: ServeArgs, threads: Option<usize>) -> Result<()> {
     let addr = addr(a.host.as_deref(), a.port)?;
     let lib = a.store.open()?;
-    let mut models = Models::new(Some(lib), adhoc(&a.models)?, sched(&a.engine, threads));
+    let mut models = Models::new(Some(lib), adhoc(&a.models)?, sched(&a.engine, threads)?);
     models.keep_alive = Duration::from_secs(a.keep_alive);
     models.max_loaded = a.max_loaded.max(1);
     let opts = ServeOptions {
@@ -228,7 +258,7 @@ pub fn run(a: RunArgs, threads: Option<usize>) -> Result<()> {
     } else {
         (a.model.clone(), vec![])
     };
-    let models = Models::new(Some(lib), adhoc, sched(&a.engine, threads));
+    let models = Models::new(Some(lib), adhoc, sched(&a.engine, threads)?);
     let opts = ServeOptions {
         show_thinking: a.show_thinking,
         audit_path: (!a.no_audit).then(|| audit_path(&a.store)),

@@ -162,7 +162,9 @@ impl Backend for LocalBackend {
                     logits: false,
                 })
                 .collect();
-            runner.forward(&mut [&mut base], &batch, false, &mut out);
+            runner
+                .forward(&mut [&mut base], &batch, false, &mut out)
+                .map_err(err)?;
         }
         let mut caches: Vec<_> = conts.iter().map(|_| base.clone()).collect();
         let mut batch = Vec::new();
@@ -179,7 +181,9 @@ impl Backend for LocalBackend {
         }
         let mut refs: Vec<&mut _> = caches.iter_mut().collect();
         out = ForwardOut::default();
-        runner.forward(&mut refs, &batch, false, &mut out);
+        runner
+            .forward(&mut refs, &batch, false, &mut out)
+            .map_err(err)?;
         let mut row = 0;
         let mut res = Vec::new();
         for cont in &conts {
@@ -238,7 +242,9 @@ impl Backend for LocalBackend {
                 logits: pos == last,
             })
             .collect();
-        runner.forward(&mut [&mut cache], &batch, false, &mut out);
+        runner
+            .forward(&mut [&mut cache], &batch, false, &mut out)
+            .map_err(err)?;
         let mut generated: Vec<u32> = Vec::new();
         let mut text_out = String::new();
         loop {
@@ -262,7 +268,9 @@ impl Backend for LocalBackend {
                 pos,
                 logits: true,
             };
-            runner.forward(&mut [&mut cache], &[e], false, &mut out);
+            runner
+                .forward(&mut [&mut cache], &[e], false, &mut out)
+                .map_err(err)?;
         }
         cut_at_stop(&mut text_out, until);
         Ok(Generation {

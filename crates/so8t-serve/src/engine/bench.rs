@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use super::{BatchEntry, ForwardOut, Runner};
+use super::{BatchEntry, EngineError, ForwardOut, Runner};
 
 /// What to time.
 #[derive(Debug, Clone, Copy)]
@@ -63,7 +63,7 @@ fn token_at(pos: usize, vocab: usize) -> u32 {
 
 /// Times `spec` on `runner` after one untimed warm-up of each test. Generation starts after a
 /// one-token prompt, as llama-bench's `tg` test does, and asks for logits at every step.
-pub fn run(runner: &mut Runner, spec: BenchSpec) -> BenchResult {
+pub fn run(runner: &mut Runner, spec: BenchSpec) -> Result<BenchResult, EngineError> {
     let model = runner.model.clone();
     let vocab = model.cfg.vocab;
     let entry = |pos: usize, logits: bool| BatchEntry {
@@ -81,7 +81,7 @@ pub fn run(runner: &mut Runner, spec: BenchSpec) -> BenchResult {
                 .map(|pos| entry(pos, pos + 1 == spec.prompt))
                 .collect();
             let t = Instant::now();
-            runner.forward(&mut [&mut cache], &batch, false, &mut out);
+            runner.forward(&mut [&mut cache], &batch, false, &mut out)?;
             let rate = spec.prompt as f64 / t.elapsed().as_secs_f64();
             if rep > 0 {
                 result.prompt.0.push(rate);
@@ -89,10 +89,10 @@ pub fn run(runner: &mut Runner, spec: BenchSpec) -> BenchResult {
         }
         if spec.generate > 0 {
             let mut cache = model.new_cache();
-            runner.forward(&mut [&mut cache], &[entry(0, true)], false, &mut out);
+            runner.forward(&mut [&mut cache], &[entry(0, true)], false, &mut out)?;
             let t = Instant::now();
             for pos in 1..=spec.generate {
-                runner.forward(&mut [&mut cache], &[entry(pos, true)], false, &mut out);
+                runner.forward(&mut [&mut cache], &[entry(pos, true)], false, &mut out)?;
             }
             let rate = spec.generate as f64 / t.elapsed().as_secs_f64();
             if rep > 0 {
@@ -100,7 +100,86 @@ pub fn run(runner: &mut Runner, spec: BenchSpec) -> BenchResult {
             }
         }
     }
-    result
+    Ok(result)
+}
+
+/// How far one runner's logits are from another's on the same tokens.
+#[derive(Debug, Clone, Default)]
+pub struct Agreement {
+    /// Positions compared.
+    pub positions: usize,
+    /// Largest `max |Δlogit| / max |logit|` of a position.
+    pub max_rel: f64,
+    /// Mean of that over positions.
+    pub mean_rel: f64,
+    /// Share of positions whose most likely token is the same.
+    pub top1: f64,
+}
+
+fn argmax(v: &[f32]) -> usize {
+    (0..v.len())
+        .max_by(|&a, &b| v[a].total_cmp(&v[b]))
+        .unwrap_or(0)
+}
+
+/// Compares `runner`'s logits with `reference`'s on `tokens` tokens: the first half of them as
+/// one prompt pass, the rest one token a pass (so both the prompt and the decoding paths of
+/// `runner` are checked against `reference`'s single pass).
+pub fn agreement(
+    runner: &mut Runner,
+    reference: &mut Runner,
+    tokens: usize,
+) -> Result<Agreement, EngineError> {
+    let model = runner.model.clone();
+    let vocab = model.cfg.vocab;
+    let ids: Vec<u32> = (0..tokens).map(|p| token_at(p, vocab)).collect();
+    let want = reference.logits_all(&ids)?;
+    let mut got = Vec::with_capacity(want.len());
+    let mut cache = model.new_cache();
+    // LongRoPE: the long factors, as the reference's single pass picks them.
+    if let Some((_, orig)) = &model.cfg.rope.long {
+        cache.long_rope = tokens > *orig;
+    }
+    let mut out = ForwardOut::default();
+    let prompt = tokens.div_ceil(2);
+    let batch: Vec<BatchEntry> = (0..prompt)
+        .map(|pos| BatchEntry {
+            cache: 0,
+            token: ids[pos],
+            pos,
+            logits: true,
+        })
+        .collect();
+    runner.forward(&mut [&mut cache], &batch, false, &mut out)?;
+    got.extend_from_slice(&out.logits);
+    for (pos, &token) in ids.iter().enumerate().skip(prompt) {
+        let e = BatchEntry {
+            cache: 0,
+            token,
+            pos,
+            logits: true,
+        };
+        runner.forward(&mut [&mut cache], &[e], false, &mut out)?;
+        got.extend_from_slice(&out.logits);
+    }
+    let mut a = Agreement {
+        positions: tokens,
+        ..Agreement::default()
+    };
+    let mut same = 0usize;
+    for (g, w) in got.chunks_exact(vocab).zip(want.chunks_exact(vocab)) {
+        let scale = w
+            .iter()
+            .fold(0f32, |m, x| m.max(x.abs()))
+            .max(f32::MIN_POSITIVE);
+        let d = g.iter().zip(w).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        let rel = (d / scale) as f64;
+        a.max_rel = a.max_rel.max(rel);
+        a.mean_rel += rel / tokens as f64;
+        same += (argmax(g) == argmax(w)) as usize;
+    }
+    a.top1 = same as f64 / tokens as f64;
+    Ok(a)
 }
 
 #[cfg(test)]

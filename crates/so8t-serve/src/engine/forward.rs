@@ -237,15 +237,18 @@ fn project(team: &Team, acts: &mut ActBufs, src: &[f32], ws: &[&QTensor], out: &
     }
 }
 
-fn rope_tables(
+/// cos and sin of every entry's rotary angles (`rope.dim / 2` each, times LongRoPE's factor),
+/// with the long frequencies for sequences that use them.
+pub(super) fn rope_tables(
     cfg: &EngineConfig,
     caches: &[&mut SeqCache],
     batch: &[BatchEntry],
-    s: &mut Scratch,
+    cos: &mut Vec<f32>,
+    sin: &mut Vec<f32>,
 ) {
     let half = cfg.rope.dim / 2;
-    s.cos.resize(batch.len() * half, 0.0);
-    s.sin.resize(batch.len() * half, 0.0);
+    cos.resize(batch.len() * half, 0.0);
+    sin.resize(batch.len() * half, 0.0);
     for (i, e) in batch.iter().enumerate() {
         let freqs = match (&cfg.rope.long, caches[e.cache].long_rope) {
             (Some((long, _)), true) => long,
@@ -253,8 +256,8 @@ fn rope_tables(
         };
         for (j, f) in freqs.iter().enumerate() {
             let a = e.pos as f64 * *f as f64;
-            s.cos[i * half + j] = (a.cos() * cfg.rope.mscale as f64) as f32;
-            s.sin[i * half + j] = (a.sin() * cfg.rope.mscale as f64) as f32;
+            cos[i * half + j] = (a.cos() * cfg.rope.mscale as f64) as f32;
+            sin[i * half + j] = (a.sin() * cfg.rope.mscale as f64) as f32;
         }
     }
 }
@@ -296,7 +299,7 @@ pub fn forward(
         w.tok_embd
             .dequantize_row(e.token as usize, &mut s.x[i * d..(i + 1) * d]);
     }
-    rope_tables(cfg, caches, batch, s);
+    rope_tables(cfg, caches, batch, &mut s.cos, &mut s.sin);
     let half = cfg.rope.dim / 2;
     s.h.resize(n * d, 0.0);
     for (li, l) in w.layers.iter().enumerate() {

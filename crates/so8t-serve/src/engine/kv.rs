@@ -1,5 +1,6 @@
 //! The key/value cache of one sequence: per layer, f32 keys and values for every position so far
-//! (`[position][kv_head][head_dim]`), grown on demand.
+//! (`[position][kv_head][head_dim]`), grown on demand; or, for the device engine, the same on a
+//! device ([`super::device::DeviceKv`]).
 
 use super::config::EngineConfig;
 
@@ -14,6 +15,8 @@ pub struct SeqCache {
     pub len: usize,
     /// LongRoPE: this sequence uses the long factors (chosen once, from its context size).
     pub long_rope: bool,
+    /// Keys and values on a device, when a device engine runs this sequence.
+    pub(crate) dev: Option<super::device::DeviceKv>,
 }
 
 impl SeqCache {
@@ -26,6 +29,7 @@ impl SeqCache {
             cap: 0,
             len: 0,
             long_rope: false,
+            dev: None,
         }
     }
 
@@ -46,8 +50,9 @@ impl SeqCache {
         self.len = self.len.min(len);
     }
 
-    /// Bytes held.
+    /// Bytes held (in host memory and on a device).
     pub fn size_bytes(&self) -> usize {
         2 * self.k.len() * self.cap * self.kv_dim * 4
+            + self.dev.as_ref().map_or(0, |d| d.size_bytes())
     }
 }

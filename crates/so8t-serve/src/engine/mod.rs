@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod device;
 mod forward;
 mod kv;
 pub mod lora;
@@ -39,6 +40,14 @@ pub enum EngineError {
     /// The HF folder could not be read.
     #[error(transparent)]
     Hf(#[from] so8t_model::Error),
+    /// The device engine failed (copying weights, running a pass: e.g. out of device memory).
+    #[error("on {device}: {msg}")]
+    Device {
+        /// The device (`cuda:0`, `cpu`).
+        device: String,
+        /// What went wrong.
+        msg: String,
+    },
 }
 
 /// Where a model came from.
@@ -132,54 +141,117 @@ impl EngineModel {
     }
 }
 
-/// Runs forward passes of one model with a thread team and reusable buffers.
+/// Where a [`Runner`] computes.
+enum Backend {
+    /// The native CPU engine: a thread team and reusable buffers.
+    Native { team: Team, scratch: Scratch },
+    /// candle on a device (a CUDA GPU).
+    Device(device::DeviceEngine),
+}
+
+/// Runs forward passes of one model, on the CPU's native engine or on a device.
 pub struct Runner {
     /// The model.
     pub model: Arc<EngineModel>,
-    team: Team,
-    scratch: Scratch,
+    backend: Backend,
 }
 
 impl Runner {
-    /// A runner with `threads` compute threads (the caller counts as one).
+    /// A runner on the native CPU engine with `threads` compute threads (the caller counts as
+    /// one).
     pub fn new(model: Arc<EngineModel>, threads: usize) -> Self {
         Self {
             model,
-            team: Team::new(threads),
-            scratch: Scratch::default(),
+            backend: Backend::Native {
+                team: Team::new(threads),
+                scratch: Scratch::default(),
+            },
+        }
+    }
+
+    /// A runner on `dev` (see [`device::DeviceEngine`]): copies the weights there, calling
+    /// `progress(done, total)` after each layer. Activations are `dtype` (bf16 is the usual
+    /// choice on a GPU; the CPU backend computes in f32).
+    pub fn on_device(
+        model: Arc<EngineModel>,
+        dev: &candle_core::Device,
+        dtype: candle_core::DType,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self, EngineError> {
+        let engine = device::DeviceEngine::new(&model, dev, dtype, progress)
+            .map_err(|e| device_error(dev, e))?;
+        Ok(Self {
+            model,
+            backend: Backend::Device(engine),
+        })
+    }
+
+    /// The native engine on the CPU, the device engine anywhere else.
+    pub fn for_device(
+        model: Arc<EngineModel>,
+        dev: &candle_core::Device,
+        threads: usize,
+        dtype: candle_core::DType,
+    ) -> Result<Self, EngineError> {
+        if dev.is_cpu() {
+            return Ok(Self::new(model, threads));
+        }
+        let started = std::time::Instant::now();
+        let r = Self::on_device(model, dev, dtype, &mut |_, _| {})?;
+        tracing::info!(
+            "weights on {} ({:?} activations) in {:.1} s",
+            r.device_name(),
+            dtype,
+            started.elapsed().as_secs_f64()
+        );
+        Ok(r)
+    }
+
+    /// Where this runner computes: `cpu` (native engine) or the device's name.
+    pub fn device_name(&self) -> String {
+        match &self.backend {
+            Backend::Native { .. } => "cpu".into(),
+            Backend::Device(e) => so8t_model::device::name_of(e.device()),
         }
     }
 
     /// One batched forward pass (see [`BatchEntry`]); logits of the entries that ask for them
     /// land in `out.logits`, the final hidden states in `out.hidden` when `want_hidden`.
+    /// The native engine cannot fail; a device can (out of memory, a lost GPU).
     pub fn forward(
         &mut self,
         caches: &mut [&mut SeqCache],
         batch: &[BatchEntry],
         want_hidden: bool,
         out: &mut ForwardOut,
-    ) {
+    ) -> Result<(), EngineError> {
         let m = &*self.model;
-        forward::forward(
-            &m.cfg,
-            &m.weights,
-            &self.team,
-            &mut self.scratch,
-            caches,
-            batch,
-            want_hidden,
-            out,
-        );
+        match &mut self.backend {
+            Backend::Native { team, scratch } => forward::forward(
+                &m.cfg,
+                &m.weights,
+                team,
+                scratch,
+                caches,
+                batch,
+                want_hidden,
+                out,
+            ),
+            Backend::Device(e) => e
+                .forward(&m.cfg, caches, batch, want_hidden, out)
+                .map_err(|err| device_error(e.device(), err))?,
+        }
         for e in batch {
             let c = &mut caches[e.cache];
             c.len = c.len.max(e.pos + 1);
         }
+        Ok(())
     }
 
     /// Logits for every position of `tokens` in a fresh sequence (a convenience for tests and
     /// scoring). LongRoPE models use the long factors when `tokens` exceeds the original
     /// context, as transformers does for one pass.
-    pub fn logits_all(&mut self, tokens: &[u32]) -> Vec<f32> {
+    pub fn logits_all(&mut self, tokens: &[u32]) -> Result<Vec<f32>, EngineError> {
         let mut cache = self.model.new_cache();
         if let Some((_, orig)) = &self.model.cfg.rope.long {
             cache.long_rope = tokens.len() > *orig;
@@ -195,7 +267,14 @@ impl Runner {
             })
             .collect();
         let mut out = ForwardOut::default();
-        self.forward(&mut [&mut cache], &batch, false, &mut out);
-        out.logits
+        self.forward(&mut [&mut cache], &batch, false, &mut out)?;
+        Ok(out.logits)
+    }
+}
+
+fn device_error(dev: &candle_core::Device, e: candle_core::Error) -> EngineError {
+    EngineError::Device {
+        device: so8t_model::device::name_of(dev),
+        msg: e.to_string(),
     }
 }
