@@ -23,9 +23,9 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 # BF16 file; beside it the native engine's own distance from the quantized file to the BF16 one.
 ref=$(ls "$G"/*bf16*.gguf | head -1)
 for f in "$G"/*.gguf; do
-  echo "CHECK gpu $(basename "$f") vs cpu same $($S bench infer --model "$f" --device cuda --check --prompt 32 --json)"
-  echo "CHECK gpu $(basename "$f") vs cpu bf16 $($S bench infer --model "$f" --device cuda --check --prompt 32 --reference "$ref" --json)"
-  echo "CHECK cpu $(basename "$f") vs cpu bf16 $($S bench infer --model "$f" --device cpu --check --prompt 32 --reference "$ref" --json)"
+  echo "CHECK gpu $(basename "$f") vs cpu same $($S bench infer --model "$f" --device cuda --check --prompt 160 --json)"
+  echo "CHECK gpu $(basename "$f") vs cpu bf16 $($S bench infer --model "$f" --device cuda --check --prompt 160 --reference "$ref" --json)"
+  echo "CHECK cpu $(basename "$f") vs cpu bf16 $($S bench infer --model "$f" --device cpu --check --prompt 160 --reference "$ref" --json)"
 done
 for f in "$G"/*.gguf "$M"; do
   echo "RESULT $($S bench infer --model "$f" --device cuda -p "$P" -n "$N" -r "$R" --json)"

@@ -85,6 +85,10 @@ fn vector(v: &[f32], dtype: DType, dev: &Device) -> Result<Tensor> {
         .to_dtype(dtype)
 }
 
+/// Above this many activation rows, a quantized product on a GPU dequantizes the weights and
+/// multiplies densely (see [`DevMatrix::forward`]).
+const DEQUANTIZE_ROWS: usize = 64;
+
 /// How a matrix's product is computed.
 enum Product {
     /// candle's quantized matmul on the blocks; `native` when its CUDA kernels take the
@@ -142,6 +146,12 @@ impl DevMatrix {
     pub(super) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut y = match &self.product {
             Product::Dense(w) => x.matmul(&w.t()?)?,
+            // Many rows (a prompt) on a GPU: the blocks dequantized to the activation dtype and
+            // one cuBLAS product beat the quantized kernels, whose cost grows with the rows.
+            Product::Quant { q, native: true } if x.dim(0)? > DEQUANTIZE_ROWS => {
+                let w = q.dequantize_f16()?.to_dtype(x.dtype())?;
+                x.matmul(&w.t()?)?
+            }
             Product::Quant { q, native: true } => q.forward(x)?.to_dtype(x.dtype())?,
             Product::Quant { q, native: false } => {
                 q.forward(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype())?
