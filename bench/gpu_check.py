@@ -80,7 +80,7 @@ def engine(so8t, root):
         if not os.path.exists(os.path.join(d, "reference.json")):
             continue
         for dtype, tol in [("f32", 1e-4), ("bf16", 0.05)]:
-            out = subprocess.run(so8t + ["bench", "infer", "--model", d, "--device", "cuda", "--engine-dtype",
+            out = subprocess.run(so8t + ["bench", "infer", "--model", d, "--device", "cuda", "--dtype",
                                          dtype, "--check", "--prompt", "16", "--json"],
                                  check=True, capture_output=True, text=True).stdout
             g = json.loads(out)

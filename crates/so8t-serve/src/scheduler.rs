@@ -316,10 +316,7 @@ fn admit(model: &EngineModel, job: Job, waiting: &AtomicUsize) -> Option<Active>
         ));
         return None;
     }
-    let mut cache = model.new_cache();
-    if let Some((_, orig)) = &model.cfg.rope.long {
-        cache.long_rope = ctx > *orig;
-    }
+    let cache = model.cache_for(ctx);
     let sampler = Sampler::new(p.sampling.clone());
     let queue_secs = job.queued.elapsed().as_secs_f64();
     Some(Active {

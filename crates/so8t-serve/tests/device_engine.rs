@@ -4,18 +4,13 @@
 //! with the llama.cpp peers under `/tmp/peers` — SmolLM2's F16 / Q8_0 / Q4_K_M files and a LoRA
 //! adapter against the native engine.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
-use candle_core::{DType, Device};
-use so8t_serve::engine::{BatchEntry, EngineModel, ForwardOut, Runner};
+mod common;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures")
-        .join(name)
-}
+use candle_core::{DType, Device};
+use common::{fixture, max_abs_diff, peers, reference};
+use so8t_serve::engine::{BatchEntry, EngineModel, ForwardOut, Runner};
 
 fn on_cpu_backend(model: Arc<EngineModel>) -> Runner {
     let mut layers = 0;
@@ -25,14 +20,6 @@ fn on_cpu_backend(model: Arc<EngineModel>) -> Runner {
     .expect("device engine on candle's CPU backend");
     assert!(layers > 0, "no upload progress reported");
     r
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 /// max |Δ| / max |b| over all positions.
@@ -46,9 +33,7 @@ fn device_engine_matches_transformers_on_the_fixtures() {
         let model = Arc::new(EngineModel::load(&fixture(name)).unwrap());
         let mut r = on_cpu_backend(model);
         assert_eq!(r.device_name(), "cpu");
-        let text = std::fs::read_to_string(fixture(name).join("reference.json")).unwrap();
-        let reference: serde_json::Value = serde_json::from_str(&text).unwrap();
-        for case in reference["cases"].as_array().unwrap() {
+        for case in reference(name)["cases"].as_array().unwrap() {
             let ids: Vec<u32> = serde_json::from_value(case["input_ids"].clone()).unwrap();
             let want: Vec<Vec<f32>> = serde_json::from_value(case["logits"].clone()).unwrap();
             let got = r.logits_all(&ids).unwrap();
@@ -159,22 +144,10 @@ fn device_cache_errors_are_reported_not_panics() {
     assert!(e.contains("f32"), "{e}");
 }
 
-fn peers() -> Option<PathBuf> {
-    let dir = PathBuf::from(std::env::var("SO8T_PEERS").unwrap_or_else(|_| "/tmp/peers".into()));
-    if dir.join("venv/bin/python").exists() && dir.join("models/smollm2-135m-f16.gguf").exists() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "SKIP: llama.cpp peers not found under {} (bash .ci/setup-peers.sh)",
-            dir.display()
-        );
-        None
-    }
-}
-
 #[test]
 fn device_engine_matches_the_native_engine_on_quantized_gguf_and_lora() {
-    let Some(p) = peers() else {
+    let Some(p) = peers("device_engine_matches_the_native_engine_on_quantized_gguf_and_lora")
+    else {
         return;
     };
     let ids: Vec<u32> = vec![
@@ -216,16 +189,7 @@ fn device_engine_matches_the_native_engine_on_quantized_gguf_and_lora() {
     // A runtime LoRA adapter (llama.cpp's and Ollama's ADAPTER) on the device engine.
     let dir = tempfile::tempdir().unwrap();
     let adapter = dir.path().join("lora.gguf");
-    let made = Command::new(p.join("venv/bin/python"))
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/make_lora_gguf.py"))
-        .args([&f16, &adapter])
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    common::make_lora_adapter(&p, &f16, &adapter);
     let mut model = EngineModel::load(&f16).unwrap();
     model.apply_lora(&adapter, 1.0).unwrap();
     let model = Arc::new(model);

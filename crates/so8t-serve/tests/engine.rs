@@ -5,33 +5,17 @@
 
 #![allow(clippy::needless_range_loop)] // positions are the natural index here
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
+mod common;
+
+use common::{fixture, max_abs_diff, peers, reference};
 use so8t_serve::engine::{BatchEntry, EngineModel, ForwardOut, Runner};
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures")
-        .join(name)
-}
-
-fn reference(name: &str) -> serde_json::Value {
-    let s = std::fs::read_to_string(fixture(name).join("reference.json")).unwrap();
-    serde_json::from_str(&s).unwrap()
-}
 
 fn logits_all(r: &mut Runner, ids: &[u32]) -> Vec<f32> {
     r.logits_all(ids).unwrap()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 #[test]
@@ -104,19 +88,6 @@ fn incremental_and_batched_decoding_equal_one_pass() {
     assert!(max_abs_diff(&got_a, &full_a) < 1e-5);
     assert!(max_abs_diff(&got_b, &full_b) < 1e-5);
     assert_eq!(ca.len, a.len());
-}
-
-fn peers(test: &str) -> Option<PathBuf> {
-    let dir = PathBuf::from(std::env::var("SO8T_PEERS").unwrap_or_else(|_| "/tmp/peers".into()));
-    if dir.join("venv/bin/python").exists() && dir.join("models/smollm2-135m-f16.gguf").exists() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "SKIP {test}: llama.cpp peers not found under {} (bash .ci/setup-peers.sh)",
-            dir.display()
-        );
-        None
-    }
 }
 
 fn llama_cpp_logits(peers: &Path, gguf: &Path, ids: &[u32]) -> Vec<f32> {
@@ -226,16 +197,7 @@ fn gguf_lora_adapter_matches_llama_cpp() {
     let dir = tempfile::tempdir().unwrap();
     let adapter = dir.path().join("lora.gguf");
     let f16 = p.join("models/smollm2-135m-f16.gguf");
-    let made = Command::new(p.join("venv/bin/python"))
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/make_lora_gguf.py"))
-        .args([&f16, &adapter])
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    common::make_lora_adapter(&p, &f16, &adapter);
     let ids: Vec<u32> = vec![504, 3575, 282, 4649, 314, 7042, 30, 378, 1345];
     let mut model = EngineModel::load(&f16).unwrap();
     let vocab = model.cfg.vocab;

@@ -32,7 +32,7 @@ pub struct InferBenchArgs {
     /// apart they are. A check that a GPU computes what the CPU does.
     #[arg(long)]
     pub check: bool,
-    /// Run the device engine (candle's kernels) even on the CPU, in f32: how its arithmetic is
+    /// Run the device engine (candle's kernels) even on the CPU (in f32): how its arithmetic is
     /// checked without a GPU (the native engine is the faster one on a CPU).
     #[arg(long)]
     pub device_engine: bool,
@@ -41,8 +41,10 @@ pub struct InferBenchArgs {
     /// the device adds error beyond the quantization's own.
     #[arg(long)]
     pub reference: Option<PathBuf>,
+    /// Where the engine runs (the native engine on the CPU, candle's kernels on a GPU) and the
+    /// activation dtype there.
     #[command(flatten)]
-    pub device: super::serve::DeviceArgs,
+    pub runtime: super::RuntimeArgs,
 }
 
 /// Runs `bench infer` with `threads` compute threads (default: all cores).
@@ -66,9 +68,10 @@ pub fn run(a: InferBenchArgs, threads: Option<usize>) -> Result<()> {
     let threads = threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
-    let (dev, dtype) = a.device.open()?;
+    let dev = a.runtime.device()?;
+    let dtype = a.runtime.dtype(&dev)?;
     let mut runner = if a.device_engine && dev.is_cpu() {
-        Runner::on_device(model.clone(), &dev, candle_core::DType::F32, &mut |_, _| {})
+        Runner::on_device(model.clone(), &dev, dtype, &mut |_, _| {})
     } else {
         Runner::for_device(model.clone(), &dev, threads, dtype)
     }
@@ -91,14 +94,15 @@ pub fn run(a: InferBenchArgs, threads: Option<usize>) -> Result<()> {
         }
         let mut native = Runner::new(reference, threads);
         let g = bench::agreement(&mut runner, &mut native, a.prompt).map_err(|e| anyhow!("{e}"))?;
-        let doc = serde_json::json!({"model": a.model, "device": device, "reference": a.reference.as_ref().unwrap_or(&a.model),
+        let reference_path = a.reference.as_ref().unwrap_or(&a.model);
+        let doc = serde_json::json!({"model": a.model, "device": device, "reference": reference_path,
             "positions": g.positions, "max_rel": g.max_rel, "mean_rel": g.mean_rel, "top1": g.top1});
         if a.json {
             println!("{doc}");
         } else {
             println!(
                 "{device} vs the native CPU engine on {} over {} positions: max |Δlogit|/max|logit| {:.2e} (mean {:.2e}), same top token at {:.1} %",
-                a.reference.as_ref().unwrap_or(&a.model).display(),
+                reference_path.display(),
                 g.positions,
                 g.max_rel,
                 g.mean_rel,

@@ -15,6 +15,7 @@ use so8t_serve::server::textgen::{self, Piece, TextJob};
 use so8t_serve::server::{self, ollama, ServeOptions};
 
 use super::store::{audit_path, StoreArg};
+use super::RuntimeArgs;
 
 /// Engine settings shared by `serve` and `run`.
 #[derive(clap::Args, Clone, Debug)]
@@ -28,35 +29,11 @@ pub struct EngineArgs {
     /// Requests that may wait for a slot before new ones get 429.
     #[arg(long, default_value_t = 256)]
     pub max_queue: usize,
+    /// Where the engine runs: `--device cpu` is the native CPU engine; a GPU runs candle's
+    /// kernels on the GGUF blocks (quantized types stay quantized), activations in `--dtype`
+    /// (auto: bf16 there).
     #[command(flatten)]
-    pub device: DeviceArgs,
-}
-
-/// Where the inference engine runs (`serve`, `run`, `bench infer`).
-#[derive(clap::Args, Clone, Debug)]
-pub struct DeviceArgs {
-    /// `auto` (a CUDA GPU when this build has CUDA and one answers, else the CPU), `cpu`,
-    /// `cuda` or `cuda:N`. The CPU runs the native engine; a GPU runs candle's kernels on the
-    /// GGUF blocks (quantized types stay quantized).
-    #[arg(long, default_value = "auto")]
-    pub device: String,
-    /// Activations on a GPU: bf16, f16 or f32 (dense weights are stored in it too).
-    #[arg(long = "engine-dtype", default_value = "bf16")]
-    pub dtype: String,
-}
-
-impl DeviceArgs {
-    /// The opened device and the activation dtype.
-    pub fn open(&self) -> Result<(candle_core::Device, candle_core::DType)> {
-        use candle_core::DType;
-        let dtype = match self.dtype.as_str() {
-            "bf16" => DType::BF16,
-            "f16" => DType::F16,
-            "f32" => DType::F32,
-            o => bail!("--engine-dtype {o:?}: expected bf16, f16 or f32"),
-        };
-        Ok((so8t_model::device::open(&self.device)?, dtype))
-    }
+    pub runtime: RuntimeArgs,
 }
 
 /// `so8t serve`.
@@ -158,7 +135,8 @@ fn adhoc(specs: &[String]) -> Result<Vec<(String, PathBuf)>> {
 
 fn sched(e: &EngineArgs, threads: Option<usize>) -> Result<SchedulerOptions> {
     let mut s = SchedulerOptions::default();
-    (s.device, s.dtype) = e.device.open()?;
+    s.device = e.runtime.device()?;
+    s.dtype = e.runtime.dtype(&s.device)?;
     if let Some(t) = threads {
         s.threads = t.max(1);
     }

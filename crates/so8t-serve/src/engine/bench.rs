@@ -135,11 +135,8 @@ pub fn agreement(
     let ids: Vec<u32> = (0..tokens).map(|p| token_at(p, vocab)).collect();
     let want = reference.logits_all(&ids)?;
     let mut got = Vec::with_capacity(want.len());
-    let mut cache = model.new_cache();
-    // LongRoPE: the long factors, as the reference's single pass picks them.
-    if let Some((_, orig)) = &model.cfg.rope.long {
-        cache.long_rope = tokens > *orig;
-    }
+    // LongRoPE: the long factors when the reference's single pass picks them.
+    let mut cache = model.cache_for(tokens);
     let mut out = ForwardOut::default();
     let prompt = tokens.div_ceil(2);
     let batch: Vec<BatchEntry> = (0..prompt)

@@ -139,6 +139,16 @@ impl EngineModel {
     pub fn new_cache(&self) -> SeqCache {
         SeqCache::new(&self.cfg)
     }
+
+    /// A new cache for a sequence of up to `context` tokens: LongRoPE models use the long
+    /// factors when it exceeds the original context, as transformers decides for one pass.
+    pub fn cache_for(&self, context: usize) -> SeqCache {
+        let mut c = self.new_cache();
+        if let Some((_, orig)) = &self.cfg.rope.long {
+            c.long_rope = context > *orig;
+        }
+        c
+    }
 }
 
 /// Where a [`Runner`] computes.
@@ -197,7 +207,9 @@ impl Runner {
             return Ok(Self::new(model, threads));
         }
         let started = std::time::Instant::now();
-        let r = Self::on_device(model, dev, dtype, &mut |_, _| {})?;
+        let r = Self::on_device(model, dev, dtype, &mut |done, total| {
+            tracing::debug!("layer {done}/{total} on the device");
+        })?;
         tracing::info!(
             "weights on {} ({:?} activations) in {:.1} s",
             r.device_name(),
@@ -252,10 +264,7 @@ impl Runner {
     /// scoring). LongRoPE models use the long factors when `tokens` exceeds the original
     /// context, as transformers does for one pass.
     pub fn logits_all(&mut self, tokens: &[u32]) -> Result<Vec<f32>, EngineError> {
-        let mut cache = self.model.new_cache();
-        if let Some((_, orig)) = &self.model.cfg.rope.long {
-            cache.long_rope = tokens.len() > *orig;
-        }
+        let mut cache = self.model.cache_for(tokens.len());
         let batch: Vec<BatchEntry> = tokens
             .iter()
             .enumerate()

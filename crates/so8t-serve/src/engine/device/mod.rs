@@ -67,11 +67,6 @@ impl DeviceEngine {
         &self.dev
     }
 
-    /// The activation dtype.
-    pub fn dtype(&self) -> DType {
-        self.dtype
-    }
-
     /// One batched pass with the native engine's contract ([`super::forward::forward`]):
     /// keys/values of every entry go into its sequence's cache, logits of the entries that ask
     /// for them into `out.logits` (f32, batch order), final hidden states into `out.hidden`
@@ -104,7 +99,6 @@ impl DeviceEngine {
         let ids: Vec<u32> = batch.iter().map(|e| e.token).collect();
         let ids = Tensor::from_vec(ids, n, &self.dev)?;
         let mut x = self.w.tok_embd.index_select(&ids, 0)?;
-        let scale = 1.0 / (hd as f64).sqrt();
         for (li, l) in self.w.layers.iter().enumerate() {
             let h = rms_norm(&x, &l.attn_norm, cfg.eps)?;
             let (q, k, v) = match &l.qkv {
@@ -121,36 +115,11 @@ impl DeviceEngine {
             let q = self.rotate(cfg, &q, nh, &cos, &sin)?;
             let k = self.rotate(cfg, &k, nkv, &cos, &sin)?;
             let v = v.contiguous()?.reshape((n, nkv, hd))?;
-            let mut outs = Vec::with_capacity(runs.len());
-            for r in &runs {
-                let kv = caches[r.cache].dev.as_ref().ok_or_else(|| {
-                    candle_core::Error::Msg("a sequence without a device cache".into())
-                })?;
-                let (kc, vc) = (&kv.k[li], &kv.v[li]);
-                let head_major =
-                    |t: &Tensor| t.narrow(0, r.start, r.len)?.transpose(0, 1)?.contiguous();
-                kc.slice_set(&head_major(&k)?, 1, r.pos0)?;
-                vc.slice_set(&head_major(&v)?, 1, r.pos0)?;
-                let len = r.pos0 + r.len;
-                let (kc, vc) = (kc.narrow(1, 0, len)?, vc.narrow(1, 0, len)?);
-                // Query heads grouped under their key/value head: [nkv, group · t, hd].
-                let qr = head_major(&q)?.reshape((nkv, nh / nkv * r.len, hd))?;
-                let mut s = (qr.matmul(&kc.t()?)?.to_dtype(DType::F32)? * scale)?;
-                if let Some(m) = &r.mask {
-                    s = s
-                        .reshape((nkv, nh / nkv, r.len, len))?
-                        .broadcast_add(m)?
-                        .reshape((nkv, nh / nkv * r.len, len))?;
-                }
-                let p = softmax_last_dim(&s)?.to_dtype(self.dtype)?;
-                let o = p.matmul(&vc)?.reshape((nh, r.len, hd))?.transpose(0, 1)?;
-                outs.push(o.contiguous()?.reshape((r.len, qd))?);
-            }
-            let att = if outs.len() == 1 {
-                outs.pop().expect("one run")
-            } else {
-                Tensor::cat(&outs, 0)?
-            };
+            let outs = runs
+                .iter()
+                .map(|r| self.attend(cfg, r, caches, li, (&q, &k, &v)))
+                .collect::<Result<Vec<_>>>()?;
+            let att = Tensor::cat(&outs, 0)?; // one run: no copy
             x = (x + l.wo.forward(&att)?)?;
             let h = rms_norm(&x, &l.ffn_norm, cfg.eps)?;
             let (g, u) = match &l.up {
@@ -186,6 +155,45 @@ impl DeviceEngine {
             .flatten_all()?
             .to_vec1()?;
         Ok(())
+    }
+
+    /// Attention of one run in layer `li`: its keys/values (`[n, kv_heads, head_dim]` rows
+    /// `r.start..`) go into its sequence's cache at `r.pos0`, then its queries attend over the
+    /// cache's first `pos0 + len` positions. Returns `[len, q_dim]`.
+    fn attend(
+        &self,
+        cfg: &EngineConfig,
+        r: &Run,
+        caches: &[&mut SeqCache],
+        li: usize,
+        (q, k, v): (&Tensor, &Tensor, &Tensor),
+    ) -> Result<Tensor> {
+        let (hd, nh, nkv) = (cfg.head_dim, cfg.n_head, cfg.n_head_kv);
+        let kv = caches[r.cache]
+            .dev
+            .as_ref()
+            .ok_or_else(|| candle_core::Error::Msg("a sequence without a device cache".into()))?;
+        let (kc, vc) = (&kv.k[li], &kv.v[li]);
+        // [len, heads, hd] rows of this run as [heads, len, hd] (no copy for one token).
+        let head_major = |t: &Tensor| t.narrow(0, r.start, r.len)?.transpose(0, 1)?.contiguous();
+        kc.slice_set(&head_major(k)?, 1, r.pos0)?;
+        vc.slice_set(&head_major(v)?, 1, r.pos0)?;
+        let len = r.pos0 + r.len;
+        let (kc, vc) = (kc.narrow(1, 0, len)?, vc.narrow(1, 0, len)?);
+        // Query heads grouped under their key/value head: [nkv, group · t, hd].
+        let rows = nh / nkv * r.len;
+        let qr = head_major(q)?.reshape((nkv, rows, hd))?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let mut s = (qr.matmul(&kc.t()?)?.to_dtype(DType::F32)? * scale)?;
+        if let Some(m) = &r.mask {
+            s = s
+                .reshape((nkv, nh / nkv, r.len, len))?
+                .broadcast_add(m)?
+                .reshape((nkv, rows, len))?;
+        }
+        let p = softmax_last_dim(&s)?.to_dtype(self.dtype)?;
+        let o = p.matmul(&vc)?.reshape((nh, r.len, hd))?.transpose(0, 1)?;
+        o.contiguous()?.reshape((r.len, cfg.q_dim()))
     }
 
     /// RoPE on `t` (`[n, heads · head_dim]`), returned as `[n, heads, head_dim]`; only the
