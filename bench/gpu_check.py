@@ -9,6 +9,8 @@
    fixture folders: f32 within 1e-4 of the largest logit, bf16 within 5 %.
 3. A few training steps of the tiny model (examples/train-tiny.yaml, f32) on the CPU and on CUDA
    in the same call: the per-step losses agree within 1e-3 relative.
+4. The same in bf16 on CUDA, batches of 4 padded rows, unpacked and packed: the flash attention
+   kernels against cuBLAS scores + additive mask (SO8T_FLASH=0), losses within 3e-2 relative.
 
   python3 bench/gpu_check.py --so8t '.gpu-bin/run-cuda.sh .gpu-bin/so8t-cuda' \
       --fixtures .gpu-bin/fixtures [--steps 5]
@@ -110,6 +112,35 @@ def training(so8t, steps, config):
               f"max relative difference {rel:.2e} (tolerance 1e-3)")
 
 
+def flash_training(so8t, steps, config):
+    """bf16 training of the tiny model (heads of 16) on CUDA with the flash attention kernels
+    against the same run with them off (SO8T_FLASH=0: cuBLAS scores + additive mask), with
+    padded batches of 4 rows, unpacked and packed (windows of sequences and padding)."""
+    base = open(config).read()
+    for packing in ["false", "true"]:
+        text = (base.replace("dtype: f32", "dtype: bf16")
+                .replace("batch_size: 1", "batch_size: 4")
+                .replace("packing: false", f"packing: {packing}"))
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = os.path.join(tmp, "train.yaml")
+            with open(cfg, "w") as f:
+                f.write(text)
+            seqs = {}
+            for flash in ["1", "0"]:
+                rd = os.path.join(tmp, f"flash{flash}")
+                env = dict(os.environ, SO8T_FLASH=flash)
+                subprocess.run(so8t + ["train", "--config", cfg, "--run-dir", rd,
+                                       "--max-steps", str(steps), "--device", "cuda"],
+                               check=True, capture_output=True, text=True, env=env)
+                seqs[flash] = losses(rd)
+            on, off = seqs["1"], seqs["0"]
+            rel = max(abs(a - b) / max(abs(a), 1e-9) for a, b in zip(on, off)) if on else 1.0
+            check(f"train-tiny bf16 flash vs cuBLAS attention (packing {packing})",
+                  len(on) == len(off) == steps and rel < 3e-2,
+                  f"losses flash {[round(x, 5) for x in on]} cuBLAS {[round(x, 5) for x in off]}, "
+                  f"max relative difference {rel:.2e} (tolerance 3e-2)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--so8t", required=True, help="command that runs the CUDA build")
@@ -121,6 +152,7 @@ def main():
     fixtures(so8t, a.fixtures)
     engine(so8t, a.fixtures)
     training(so8t, a.steps, a.config)
+    flash_training(so8t, a.steps, a.config)
     print("ALL OK" if not FAILED else f"FAILED: {', '.join(FAILED)}")
     sys.exit(1 if FAILED else 0)
 

@@ -193,6 +193,8 @@ pub(crate) struct AttnCtx<'a> {
     pub(crate) cos: &'a Tensor,
     pub(crate) sin: &'a Tensor,
     pub(crate) mask: Option<&'a Tensor>,
+    /// `mask` as key windows for the flash kernels (training on CUDA).
+    pub(crate) windows: Option<&'a Tensor>,
     pub(crate) gate: Option<&'a Tensor>,
     pub(crate) train: bool,
     pub(crate) layer: usize,
@@ -416,7 +418,12 @@ impl Attention {
                     None => Tensor::cat(&[&q, &k, &v], D::Minus1)?,
                 };
                 Some(crate::composite::attention(
-                    &qkv, heads, ctx.cos, ctx.sin, ctx.mask,
+                    &qkv,
+                    heads,
+                    ctx.cos,
+                    ctx.sin,
+                    ctx.mask,
+                    ctx.windows,
                 )?)
             } else {
                 None

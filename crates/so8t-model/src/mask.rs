@@ -66,3 +66,125 @@ pub(crate) fn attention_mask(
     }
     Ok(Some(Tensor::from_vec(m, (rows, 1, t, s), device)?))
 }
+
+/// The same mask as [`attention_mask`] (no cache offset) as one window of keys `[lo, hi]` per
+/// query row: u32 `[B, T, 2]`, what the flash attention kernels take. Both ends are
+/// non-decreasing along a row. A query whose every key is masked gets an empty window
+/// (`lo > hi`). `None` where the mask is not of that form: a padding row whose real tokens are
+/// not one contiguous run.
+pub(crate) fn attention_windows(
+    b: usize,
+    t: usize,
+    sliding_window: Option<usize>,
+    pad: Option<&Tensor>,
+    segments: Option<&[Vec<usize>]>,
+    device: &Device,
+) -> Result<Option<Tensor>> {
+    let pad_rows: Option<Vec<Vec<u32>>> = match pad {
+        Some(p) => {
+            if p.dims2()? != (b, t) {
+                return Err(Error::Generation(format!(
+                    "attention mask is {:?}, expected [{b}, {t}]",
+                    p.dims()
+                )));
+            }
+            Some(p.to_dtype(DType::U32)?.to_vec2::<u32>()?)
+        }
+        None => None,
+    };
+    let mut w = Vec::with_capacity(b * t * 2);
+    for r in 0..b {
+        // The real tokens' run [first, last] (an empty run: first > last).
+        let (first, last) = match &pad_rows {
+            Some(p) => {
+                let ones: Vec<usize> = (0..t).filter(|&k| p[r][k] != 0).collect();
+                match (ones.first(), ones.last()) {
+                    (Some(&a), Some(&z)) if z + 1 - a == ones.len() => (a, z),
+                    (Some(_), Some(_)) => return Ok(None),
+                    _ => (t, 0),
+                }
+            }
+            None => (0, t - 1),
+        };
+        // Start and end (exclusive) of the sequence of every position.
+        let mut bounds = vec![(0, t); t];
+        if let Some(rows) = segments {
+            let lens = rows.get(r).ok_or_else(|| {
+                Error::Generation(format!("segments for {} rows, expected {b}", rows.len()))
+            })?;
+            let mut at = 0;
+            for &n in lens {
+                for bound in bounds.iter_mut().skip(at).take(n) {
+                    *bound = (at, at + n);
+                }
+                at += n;
+            }
+        }
+        for (q, &(start, end)) in bounds.iter().enumerate() {
+            let mut lo = start.max(first);
+            if let Some(win) = sliding_window.filter(|&x| x > 0) {
+                lo = lo.max((q + 1).saturating_sub(win));
+            }
+            let hi = q.min(end - 1).min(last);
+            w.push(lo as u32);
+            w.push(hi as u32);
+        }
+    }
+    Ok(Some(Tensor::from_vec(w, (b, t, 2), device)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every window holds exactly the keys the additive mask leaves open, for causal rows,
+    /// sliding windows, right and left padding and packed sequences; both ends never decrease.
+    #[test]
+    fn windows_describe_the_mask() -> Result<()> {
+        let dev = Device::Cpu;
+        let (b, t) = (3, 9);
+        let pads = [
+            None,
+            Some(vec![1u32, 1, 1, 1, 1, 1, 1, 0, 0]),
+            Some(vec![0u32, 0, 1, 1, 1, 1, 1, 1, 1]),
+        ];
+        let segs: Vec<Vec<usize>> = vec![vec![4, 5], vec![2, 5, 2], vec![9]];
+        let mut checked = 0;
+        for window in [None, Some(3), Some(20)] {
+            for pad in &pads {
+                let pad = pad
+                    .as_ref()
+                    .map(|p| Tensor::from_vec(p.repeat(b), (b, t), &dev))
+                    .transpose()?;
+                for seg in [None, Some(segs.as_slice())] {
+                    let m =
+                        attention_mask(b, t, 0, window, pad.as_ref(), seg, &dev)?.expect("a mask");
+                    let rows = m.dim(0)?;
+                    let m = m.flatten_all()?.to_vec1::<f32>()?;
+                    let w = attention_windows(b, t, window, pad.as_ref(), seg, &dev)?
+                        .expect("windows")
+                        .to_vec3::<u32>()?;
+                    for (r, wr) in w.iter().enumerate() {
+                        let mr = if rows == 1 { 0 } else { r };
+                        for q in 0..t {
+                            let [lo, hi] = [wr[q][0] as usize, wr[q][1] as usize];
+                            if q > 0 {
+                                assert!(lo >= wr[q - 1][0] as usize && hi >= wr[q - 1][1] as usize);
+                            }
+                            for k in 0..t {
+                                let open = m[(mr * t + q) * t + k] == 0.0;
+                                assert_eq!(open, lo <= k && k <= hi, "row {r} q {q} k {k}");
+                                checked += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 3 * 3 * 2 * b * t * t);
+        // Real tokens in two runs: no window form.
+        let holes = Tensor::from_vec([1u32, 0, 1, 1, 1, 1, 1, 1, 1].repeat(b), (b, t), &dev)?;
+        assert!(attention_windows(b, t, None, Some(&holes), None, &dev)?.is_none());
+        Ok(())
+    }
+}

@@ -14,7 +14,7 @@ use crate::config::{Arch, Config};
 use crate::error::{Error, Result};
 use crate::layer::{Attention, AttnCtx, DecoderLayer, MaxPrecision, Mlp, Qkv, RmsNorm, Up};
 use crate::linear::Linear;
-use crate::mask::attention_mask;
+use crate::mask::{attention_mask, attention_windows};
 use crate::rope::RotaryEmbedding;
 use crate::so8::GateMatrices;
 use crate::weights::Weights;
@@ -47,6 +47,9 @@ pub struct Prepared {
     pub sin: Tensor,
     /// Additive attention mask, if any position is masked.
     pub mask: Option<Tensor>,
+    /// The same mask as one window of keys per query (u32 `[B, T, 2]`) for the flash attention
+    /// kernels: training on CUDA only, where the mask has that form.
+    pub windows: Option<Tensor>,
 }
 
 /// A causal language model (Phi-3 or Llama family).
@@ -275,7 +278,25 @@ impl Model {
                 (Tensor::stack(&cos, 0)?, Tensor::stack(&sin, 0)?, mask)
             }
         };
-        Ok(Prepared { x0, cos, sin, mask })
+        let windows = if fw.train && offset == 0 && self.device.is_cuda() {
+            attention_windows(
+                b,
+                t,
+                self.cfg.sliding_window,
+                fw.attention_mask,
+                fw.segments,
+                &self.device,
+            )?
+        } else {
+            None
+        };
+        Ok(Prepared {
+            x0,
+            cos,
+            sin,
+            mask,
+            windows,
+        })
     }
 
     /// Runs decoder layer `l` on `x` [B, T, H] with the tables of `p` and the layer's SO(8)
@@ -310,6 +331,7 @@ impl Model {
             cos: &p.cos,
             sin: &p.sin,
             mask: p.mask.as_ref(),
+            windows: p.windows.as_ref(),
             gate,
             train,
             layer: l,

@@ -39,7 +39,7 @@ type OpFn = Box<dyn Fn(&Tensor) -> candle_core::Result<Tensor>>;
 
 /// One op: its composed and fused forms on the same input.
 struct Case {
-    name: &'static str,
+    name: String,
     input: Tensor,
     composed: OpFn,
     fused: OpFn,
@@ -103,7 +103,7 @@ pub fn run(a: KernelBenchArgs) -> Result<()> {
     };
     let cases = vec![
         Case {
-            name: "rms-norm [4096, 3072]",
+            name: "rms-norm [4096, 3072]".into(),
             input: rnd(&[n, h], 1.0)?,
             composed: {
                 let w = w.clone();
@@ -119,7 +119,7 @@ pub fn run(a: KernelBenchArgs) -> Result<()> {
             },
         },
         Case {
-            name: "softmax + causal mask [4, 32, 1024, 1024]",
+            name: "softmax + causal mask [4, 32, 1024, 1024]".into(),
             input: rnd(&[b, nh, t, t], 3.0)?,
             composed: {
                 let mask = mask.clone();
@@ -134,7 +134,7 @@ pub fn run(a: KernelBenchArgs) -> Result<()> {
             },
         },
         Case {
-            name: "swiglu [4096, 2·8192]",
+            name: "swiglu [4096, 2·8192]".into(),
             input: rnd(&[n, 2 * ffn], 1.0)?,
             composed: Box::new(move |gu| {
                 let g = gu.narrow(D::Minus1, 0, ffn)?;
@@ -144,7 +144,7 @@ pub fn run(a: KernelBenchArgs) -> Result<()> {
             fused: Box::new(|gu| applied(fused::swiglu(gu))),
         },
         Case {
-            name: "rope [4, 32, 1024, 96]",
+            name: "rope [4, 32, 1024, 96]".into(),
             input: rnd(&[b, nh, t, hd], 1.0)?,
             composed: {
                 let (c, s) = (
@@ -164,7 +164,7 @@ pub fn run(a: KernelBenchArgs) -> Result<()> {
             },
         },
         Case {
-            name: "attention node (layout kernels) [4, 1024, 3·3072]",
+            name: "attention node (layout kernels) [4, 1024, 3·3072]".into(),
             input: rnd(&[b, t, 3 * nh * hd], 1.0)?,
             composed: {
                 let (c, s, m) = (cos.clone(), sin.clone(), mask.clone());
@@ -176,13 +176,13 @@ pub fn run(a: KernelBenchArgs) -> Result<()> {
             fused: {
                 let (c, s, m) = (cos.clone(), sin.clone(), mask.clone());
                 Box::new(move |x| {
-                    composite::attention(x, heads, &c, &s, Some(&m))
+                    composite::attention(x, heads, &c, &s, Some(&m), None)
                         .map_err(candle_core::Error::wrap)
                 })
             },
         },
         Case {
-            name: "so8 gate, dz [4096, 3072]",
+            name: "so8 gate, dz [4096, 3072]".into(),
             input: rnd(&[n, h], 1.0)?,
             composed: {
                 let m = gate_m.clone();
@@ -194,7 +194,7 @@ pub fn run(a: KernelBenchArgs) -> Result<()> {
             },
         },
         Case {
-            name: "so8 gate, dM [384, 8, 8]",
+            name: "so8 gate, dM [384, 8, 8]".into(),
             input: gate_m.clone(),
             composed: {
                 let z = gate_z.clone();
@@ -206,6 +206,34 @@ pub fn run(a: KernelBenchArgs) -> Result<()> {
             },
         },
     ];
+    let mut cases = cases;
+    // Flash attention (bf16): Phi-3.5's heads (causal, and packed rows of three sequences),
+    // then grouped-query heads of 128 (Llama 3) and 64 (SmolLM2) wide.
+    let flash_shapes = [
+        (heads, vec![t]),
+        (heads, vec![t / 2, t / 4, t - t / 2 - t / 4]),
+        (
+            composite::Heads {
+                heads: 32,
+                kv_heads: 8,
+                head_dim: 128,
+            },
+            vec![t],
+        ),
+        (
+            composite::Heads {
+                heads: 9,
+                kv_heads: 3,
+                head_dim: 64,
+            },
+            vec![t / 3, t - t / 3],
+        ),
+    ];
+    for (heads, segments) in flash_shapes {
+        if dt == DType::BF16 {
+            cases.push(flash_case(&dev, dt, b, heads, &segments)?);
+        }
+    }
     println!(
         "fused ops vs the composed graph on {} in {dt:?} (batch {b} × seq {t}), {} reps",
         so8t_model::device::name_of(&dev),
@@ -256,6 +284,66 @@ pub fn run(a: KernelBenchArgs) -> Result<()> {
         );
     }
     adamw_check(&dev, a.reps)
+}
+
+/// The attention node with flash kernels against the composed attention (additive mask), for
+/// rows of `b` × the sequences `segments` (each causal, one window of keys per query).
+fn flash_case(
+    dev: &candle_core::Device,
+    dt: DType,
+    b: usize,
+    heads: composite::Heads,
+    segments: &[usize],
+) -> Result<Case> {
+    let t: usize = segments.iter().sum();
+    let hd = heads.head_dim;
+    let (mut mask, mut windows) = (vec![f32::MIN; t * t], Vec::with_capacity(b * t * 2));
+    let mut start = 0;
+    for &len in segments {
+        for q in start..start + len {
+            mask[q * t + start..=q * t + q].fill(0.0);
+            windows.extend([start as u32, q as u32]);
+        }
+        start += len;
+    }
+    let mask = Tensor::from_vec(mask, (1, 1, t, t), dev)?;
+    let windows = Tensor::from_vec(windows.repeat(b), (b, t, 2), dev)?;
+    // Rotary tables with positions restarting at every sequence, as packing makes them.
+    let pos: Vec<f32> = segments
+        .iter()
+        .flat_map(|&n| (0..n).map(|p| p as f32))
+        .collect();
+    let inv: Vec<f32> = (0..hd / 2)
+        .map(|i| 1.0 / 10000f32.powf(2.0 * i as f32 / hd as f32))
+        .collect();
+    let ang = Tensor::from_vec(pos, (t, 1), dev)?.broadcast_mul(&Tensor::from_vec(
+        inv,
+        (1, hd / 2),
+        dev,
+    )?)?;
+    let (cos, sin) = (ang.cos()?, ang.sin()?);
+    let w = (heads.heads + 2 * heads.kv_heads) * hd;
+    let input = (Tensor::randn(0f32, 1f32, (b, t, w), dev)?).to_dtype(dt)?;
+    let (c, s, m) = (cos.clone(), sin.clone(), mask);
+    let (c2, s2) = (cos, sin);
+    Ok(Case {
+        name: format!(
+            "attention node, flash: {}/{} heads of {hd}, sequences {segments:?} [{b}, {t}, {w}]",
+            heads.heads, heads.kv_heads
+        ),
+        input,
+        composed: Box::new(move |x| {
+            composite::attention_composed(x, heads, &c, &s, Some(&m))
+                .map_err(candle_core::Error::wrap)
+        }),
+        fused: Box::new(move |x| {
+            if !fused::flash::flash_applies(x, heads.head_dim) {
+                candle_core::bail!("the flash kernels do not apply (bf16 on CUDA only)")
+            }
+            composite::attention(x, heads, &c2, &s2, None, Some(&windows))
+                .map_err(candle_core::Error::wrap)
+        }),
+    })
 }
 
 /// One AdamW step of a LoRA-sized f32 parameter [64, 3072] (third step: moments present,

@@ -28,14 +28,25 @@ pub struct Heads {
 
 /// Attention of `qkv` [B, T, (heads + 2·kv_heads)·hd] with rotary tables `cos`/`sin`
 /// ([T, rot/2] or [B, T, rot/2]) and an additive f32 `mask` [B|1, 1, T, T]: [B, T, heads·hd].
+///
+/// `windows` (u32 [B, T, 2], see `mask::attention_windows`) is the same mask as one window of
+/// keys per query; with it, bf16 on CUDA runs the flash kernels (`fused::flash`), which never
+/// write the scores and skip the masked tiles. A query whose every key is masked then gets
+/// zeros (the additive mask gives it the mean of all values; such rows are padding).
 pub fn attention(
     qkv: &Tensor,
     heads: Heads,
     cos: &Tensor,
     sin: &Tensor,
     mask: Option<&Tensor>,
+    windows: Option<&Tensor>,
 ) -> Result<Tensor> {
-    attention_in_chunks(qkv, heads, cos, sin, mask, CHUNK_SCORES, true)
+    match windows {
+        Some(w) if crate::fused::flash::flash_applies(qkv, heads.head_dim) => {
+            flash_attention(qkv, heads, cos, sin, w)
+        }
+        _ => attention_in_chunks(qkv, heads, cos, sin, mask, CHUNK_SCORES, true),
+    }
 }
 
 /// [`attention`] without the CUDA layout kernels (the layout changes and the rotary embedding as
@@ -61,18 +72,12 @@ fn attention_in_chunks(
     chunk_scores: usize,
     kernels: bool,
 ) -> Result<Tensor> {
-    let (_, _, w) = qkv.dims3()?;
+    check_width(qkv, heads)?;
     let Heads {
         heads: nh,
-        kv_heads: nkv,
         head_dim: hd,
+        ..
     } = heads;
-    if nkv == 0 || !nh.is_multiple_of(nkv) || w != (nh + 2 * nkv) * hd {
-        return Err(candle_core::Error::Msg(format!(
-            "attention: qkv width {w} does not fit {heads:?}"
-        ))
-        .into());
-    }
     // On CUDA the layout changes (with the rotary embedding) are kernels, which take f32 tables.
     let kernels = kernels && crate::fused::applies(qkv);
     let table = |c: &Tensor| -> Result<Tensor> {
@@ -102,6 +107,107 @@ fn attention_in_chunks(
         op.token_major(&yh)
     })?;
     attach1(qkv, y, op)
+}
+
+/// [`attention`] by the flash kernels: the rotated heads (layout kernel), the kernels' output
+/// and log-sum-exp kept for the backward pass, the output token-major.
+fn flash_attention(
+    qkv: &Tensor,
+    heads: Heads,
+    cos: &Tensor,
+    sin: &Tensor,
+    windows: &Tensor,
+) -> Result<Tensor> {
+    check_width(qkv, heads)?;
+    let op = AttentionOp {
+        heads,
+        chunk_scores: CHUNK_SCORES,
+        kernels: true,
+        cos: cos.to_dtype(DType::F32)?.contiguous()?,
+        sin: sin.to_dtype(DType::F32)?.contiguous()?,
+        mask: None,
+    };
+    let x = qkv.detach();
+    let (q, r) = op.rotated_heads(&x)?;
+    let (o, lse) = crate::fused::flash::forward(&q, &r.k, &r.v, Some(windows))?;
+    let y = op.token_major(&o)?;
+    let node = FlashOp {
+        op,
+        windows: windows.clone(),
+        y: y.clone(),
+        lse,
+    };
+    attach1(qkv, y, node)
+}
+
+/// The flash attention node's backward pass: what the forward kept.
+struct FlashOp {
+    op: AttentionOp,
+    windows: Tensor,
+    /// The token-major output.
+    y: Tensor,
+    /// Each query row's log-sum-exp [B, heads, T].
+    lse: Tensor,
+}
+
+impl Backward for FlashOp {
+    fn name(&self) -> &'static str {
+        "flash-attention"
+    }
+
+    fn backward(
+        &self,
+        inputs: &[Tensor],
+        _needs: &[bool],
+        dy: &Tensor,
+    ) -> candle_core::Result<Vec<Option<Tensor>>> {
+        let grad = || -> Result<Tensor> {
+            let op = &self.op;
+            let (q, r) = op.rotated_heads(&inputs[0])?;
+            let dy = dy.contiguous()?;
+            let dyh = op.head_first(&dy)?;
+            let (dq, dk, dv) = crate::fused::flash::backward(
+                &q,
+                &r.k,
+                &r.v,
+                Some(&self.windows),
+                &self.y,
+                &self.lse,
+                &dy,
+                &dyh,
+            )?;
+            let dq = dq.to_dtype(dk.dtype())?;
+            let Heads {
+                heads: nh,
+                kv_heads: nkv,
+                ..
+            } = op.heads;
+            let l = op.layout([nh, nkv, nkv], op.scale(), true);
+            let tables = Some((&op.cos, &op.sin));
+            crate::fused::merge_heads([Some(&dq), Some(&dk), Some(&dv)], tables, l)?.ok_or_else(
+                || candle_core::Error::Msg("the layout kernels did not apply".into()).into(),
+            )
+        };
+        let d = grad().map_err(|e| candle_core::Error::Msg(format!("{}: {e}", self.name())))?;
+        Ok(vec![Some(d)])
+    }
+}
+
+/// An error unless `qkv` is [B, T, (heads + 2·kv_heads)·hd] for `heads`.
+fn check_width(qkv: &Tensor, heads: Heads) -> Result<()> {
+    let (_, _, w) = qkv.dims3()?;
+    let Heads {
+        heads: nh,
+        kv_heads: nkv,
+        head_dim: hd,
+    } = heads;
+    if nkv == 0 || !nh.is_multiple_of(nkv) || w != (nh + 2 * nkv) * hd {
+        return Err(candle_core::Error::Msg(format!(
+            "attention: qkv width {w} does not fit {heads:?}"
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 /// Elements of the scores of one chunk of batch rows (bf16: 128 MiB): the attention runs over
@@ -214,6 +320,14 @@ impl AttentionOp {
             }
         }
         Ok(y.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?)
+    }
+
+    /// [`Self::rotated`] with q head-first [B, heads, T, hd] beside it.
+    fn rotated_heads(&self, qkv: &Tensor) -> Result<(Tensor, Rotated)> {
+        let (b, t, _) = qkv.dims3()?;
+        let r = self.rotated(qkv)?;
+        let q = r.q.reshape((b, self.heads.heads, t, self.heads.head_dim))?;
+        Ok((q, r))
     }
 
     fn rotated(&self, qkv: &Tensor) -> Result<Rotated> {

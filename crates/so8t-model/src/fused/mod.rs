@@ -15,6 +15,7 @@ pub use heads::{HeadLayout, Tables};
 
 mod adamw;
 mod ce;
+pub mod flash;
 mod gate;
 mod heads;
 mod pointwise;
