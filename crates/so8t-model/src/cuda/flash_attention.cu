@@ -42,6 +42,48 @@ __device__ __forceinline__ void ldsm_x4_trans(uint32_t* r, const bf16* p) {
                : "r"(a));
 }
 
+// Four 8×8 matrices from shared memory: register i gets the pair (row g; columns 2t, 2t+1) of
+// matrix i.
+__device__ __forceinline__ void ldsm_x4(uint32_t* r, const bf16* p) {
+  const uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+
+// Asynchronous copies global → shared (cp.async): `bytes` bytes, or zeros where `valid` is false
+// (src is then not read, but must still be an address of the tensor).
+template <int BYTES>
+__device__ __forceinline__ void cp_async(void* dst, const void* src, bool valid) {
+  const uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
+  const int n = valid ? BYTES : 0;
+  if (BYTES == 16)
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(n));
+  else
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(d), "l"(src), "n"(BYTES),
+                 "r"(n));
+}
+
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+
+__device__ __forceinline__ void cp_async_wait_all() {
+  asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+}
+
+// B fragments of two neighbouring 8-wide n-tiles (rows n0..n0+15 of a row-major [n][k] tile in
+// shared memory, row stride `st`) at k-step kk: {b0, b1} of the first in r[0..1], of the second
+// in r[2..3].
+__device__ __forceinline__ void ldsm_b_pair(uint32_t* r, const bf16* tile, int st, int n0, int kk,
+                                            int lane) {
+  ldsm_x4(r, tile + (n0 + (lane >> 4) * 8 + (lane & 7)) * st + kk * 16 + ((lane >> 3) & 1) * 8);
+}
+
+// The A fragment of rows m0..m0+15 of a row-major [m][k] tile in shared memory at k-step kk.
+__device__ __forceinline__ void ldsm_a(uint32_t* r, const bf16* tile, int st, int m0, int kk,
+                                      int lane) {
+  ldsm_x4(r, tile + (m0 + (lane & 7) + ((lane >> 3) & 1) * 8) * st + kk * 16 + (lane >> 4) * 8);
+}
+
 // Two 8×8 matrices, transposed (the addresses of lanes 0..15).
 __device__ __forceinline__ void ldsm_x2_trans(uint32_t* r, const bf16* p) {
   const uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
@@ -78,6 +120,17 @@ __device__ __forceinline__ void load_tile(bf16* s, const bf16* g, int valid) {
     uint4 v = make_uint4(0, 0, 0, 0);
     if (r < valid) v = *reinterpret_cast<const uint4*>(g + (size_t)r * HD + c * 8);
     *reinterpret_cast<uint4*>(s + r * (HD + PAD) + c * 8) = v;
+  }
+}
+
+// load_tile by cp.async (the caller commits and waits).
+template <int HD, int ROWS>
+__device__ __forceinline__ void load_tile_async(bf16* s, const bf16* g, int valid) {
+  constexpr int CH = HD / 8;
+  for (int i = threadIdx.x; i < ROWS * CH; i += blockDim.x) {
+    const int r = i / CH, c = i % CH;
+    const bool ok = r < valid;
+    cp_async<16>(s + r * (HD + PAD) + c * 8, ok ? g + (size_t)r * HD + c * 8 : g, ok);
   }
 }
 
@@ -124,6 +177,11 @@ __device__ void flash_fwd(const bf16* __restrict__ q, const bf16* __restrict__ k
   const int kmin = wb ? wb[2 * q0] : 0;
   const int kmax = wb ? wb[2 * last + 1] : last;
 
+  // K of the next tile loads while this one's P·V runs, V while its scores run.
+  const int kstart = (max(kmin, 0) / BC) * BC;
+  if (kstart <= kmax) load_tile_async<HD, BC>(Ks, kb + (size_t)kstart * HD, T - kstart);
+  cp_async_commit();
+
   uint32_t qa[KS][4];
 #pragma unroll
   for (int kk = 0; kk < KS; ++kk) {
@@ -139,20 +197,22 @@ __device__ void flash_fwd(const bf16* __restrict__ q, const bf16* __restrict__ k
   for (int n = 0; n < NT; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
 
-  for (int k0 = (max(kmin, 0) / BC) * BC; k0 <= kmax; k0 += BC) {
-    __syncthreads();
-    load_tile<HD, BC>(Ks, kb + (size_t)k0 * HD, T - k0);
-    load_tile<HD, BC>(Vs, vb + (size_t)k0 * HD, T - k0);
-    __syncthreads();
+  for (int k0 = kstart; k0 <= kmax; k0 += BC) {
+    cp_async_wait_all();
+    __syncthreads();  // K ready; every warp done with the last P·V (V free)
+    load_tile_async<HD, BC>(Vs, vb + (size_t)k0 * HD, T - k0);
+    cp_async_commit();
     float s[8][4];
 #pragma unroll
     for (int n = 0; n < 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < KS; ++kk) {
 #pragma unroll
-      for (int n = 0; n < 8; ++n) {
-        const bf16* kr = Ks + (n * 8 + g) * ST + kk * 16 + 2 * t4;
-        mma_bf16(s[n], qa[kk], ld32(kr), ld32(kr + 8));
+      for (int n = 0; n < 8; n += 2) {
+        uint32_t kf[4];
+        ldsm_b_pair(kf, Ks, ST, n * 8, kk, lane);
+        mma_bf16(s[n], qa[kk], kf[0], kf[1]);
+        mma_bf16(s[n + 1], qa[kk], kf[2], kf[3]);
       }
     }
     const bool inside = lo[0] <= k0 && k0 + BC - 1 <= hi[0] && lo[1] <= k0 && k0 + BC - 1 <= hi[1];
@@ -193,6 +253,10 @@ __device__ void flash_fwd(const bf16* __restrict__ q, const bf16* __restrict__ k
         acc[n][2 * i + 1] *= alpha;
       }
     }
+    cp_async_wait_all();
+    __syncthreads();  // V ready; every warp done with the scores (K free)
+    if (k0 + BC <= kmax) load_tile_async<HD, BC>(Ks, kb + (size_t)(k0 + BC) * HD, T - k0 - BC);
+    cp_async_commit();
 #pragma unroll
     for (int kk = 0; kk < BC / 16; ++kk) {
       uint32_t pa[4];
@@ -244,22 +308,35 @@ __device__ void flash_bwd_dot(const bf16* __restrict__ o, const bf16* __restrict
 
 // One block of 4 warps per (64 keys, batch row × kv head); each warp owns 16 keys and keeps
 // their dK and dV in registers while the block walks the query tiles of 32 (of every query head
-// of the group) that can see them:
+// of the group) that can see them, the next tile loading (cp.async, double-buffered) while this
+// one is computed:
 //   Sᵀ = K Qᵀ, Pᵀ = exp(Sᵀ − lse), dV += Pᵀ dO, dPᵀ = V dOᵀ, dSᵀ = Pᵀ ⊙ (dPᵀ − d), dK += dSᵀ Q,
 //   dQ += dS K (dS through shared memory, added to the f32 dq with atomics).
+// Dynamic shared memory: sizeof(BwdSmem<HD>) = 384·(HD + 8) + 6144 bytes (src/fused/flash.rs).
+template <int HD>
+struct BwdSmem {
+  static constexpr int BC = 64, BR = 32, ST = HD + PAD, SS = BR + PAD;
+  bf16 k[BC * ST];
+  bf16 q[2][BR * ST];
+  bf16 dout[2][BR * ST];
+  bf16 ds[BC * SS];  // dSᵀ [key][query]
+  float lse[2][BR];
+  float d[2][BR];
+  int win[2][2 * BR];
+};
+static_assert(sizeof(BwdSmem<96>) == 384 * (96 + PAD) + 6144, "flash.rs computes this size");
+static_assert(sizeof(BwdSmem<16>) == 384 * (16 + PAD) + 6144, "flash.rs computes this size");
+
 template <int HD>
 __device__ void flash_bwd(const bf16* __restrict__ q, const bf16* __restrict__ k,
                           const bf16* __restrict__ v, const bf16* __restrict__ dout,
                           const float* __restrict__ lse, const float* __restrict__ dd,
                           const int* __restrict__ win, float* __restrict__ dq,
                           bf16* __restrict__ dk, bf16* __restrict__ dv, int H, int HKV, int T) {
-  constexpr int BC = 64, BR = 32, KS = HD / 16, NT = HD / 8, ST = HD + PAD, SS = BR + PAD;
-  __shared__ __align__(16) bf16 Ks[BC * ST];
-  __shared__ __align__(16) bf16 Qs[BR * ST];
-  __shared__ __align__(16) bf16 dOs[BR * ST];
-  __shared__ __align__(16) bf16 dSs[BC * SS];  // dSᵀ [key][query]
-  __shared__ float lse_s[BR], d_s[BR];
-  __shared__ int lo_s[BR], hi_s[BR];
+  using Sm = BwdSmem<HD>;
+  constexpr int BC = Sm::BC, BR = Sm::BR, KS = HD / 16, NT = HD / 8, ST = Sm::ST, SS = Sm::SS;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  Sm& sm = *reinterpret_cast<Sm*>(smem_raw);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
   const int bkv = blockIdx.y, b = bkv / HKV, kvh = bkv % HKV, group = H / HKV;
   const int k0 = blockIdx.x * BC, kw = warp * 16;
@@ -268,7 +345,36 @@ __device__ void flash_bwd(const bf16* __restrict__ q, const bf16* __restrict__ k
   const bf16* vb = v + (size_t)bkv * T * HD;
   const int* wb = win ? win + (size_t)b * T * 2 : nullptr;
 
-  load_tile<HD, BC>(Ks, kb + (size_t)k0 * HD, T - k0);
+  // The query tiles that see these keys: from the one holding k0 (rows end at themselves) to the
+  // first whose window starts past kmax (windows are non-decreasing).
+  const int qstart = (k0 / BR) * BR;
+  int qend = T;
+  if (wb)
+    for (int q0 = qstart; q0 < T; q0 += BR)
+      if (wb[2 * q0] > kmax) {
+        qend = q0;
+        break;
+      }
+  const int nq = qend > qstart ? (qend - qstart + BR - 1) / BR : 0, total = group * nq;
+
+  // Tile `n` (head n / nq of the group, query tile n % nq) into buffer `buf`.
+  auto prefetch = [&](int n, int buf) {
+    const int bh = b * H + kvh * group + n / nq, q0 = qstart + (n % nq) * BR;
+    load_tile_async<HD, BR>(sm.q[buf], q + ((size_t)bh * T + q0) * HD, T - q0);
+    load_tile_async<HD, BR>(sm.dout[buf], dout + ((size_t)bh * T + q0) * HD, T - q0);
+    if (threadIdx.x < BR) {
+      const int r = q0 + threadIdx.x;
+      const bool ok = r < T;
+      const size_t at = (size_t)bh * T + (ok ? r : q0);
+      cp_async<4>(&sm.lse[buf][threadIdx.x], lse + at, ok);
+      cp_async<4>(&sm.d[buf][threadIdx.x], dd + at, ok);
+      if (wb) cp_async<8>(&sm.win[buf][2 * threadIdx.x], wb + 2 * (ok ? r : q0), ok);
+    }
+  };
+  load_tile_async<HD, BC>(sm.k, kb + (size_t)k0 * HD, T - k0);
+  if (total > 0) prefetch(0, 0);
+  cp_async_commit();
+
   // This warp's rows of V as A fragments (keys × HD).
   uint32_t va[KS][4];
   {
@@ -288,139 +394,145 @@ __device__ void flash_bwd(const bf16* __restrict__ q, const bf16* __restrict__ k
 #pragma unroll
     for (int e = 0; e < 4; ++e) dka[n][e] = dva[n][e] = 0.f;
 
-  for (int hh = 0; hh < group; ++hh) {
-    const int bh = b * H + kvh * group + hh;
-    const bf16* qb = q + (size_t)bh * T * HD;
-    const bf16* ob = dout + (size_t)bh * T * HD;
-    float* dqb = dq + (size_t)bh * T * HD;
-    // Rows before k0 end before it (hi ≤ row); rows whose window starts past kmax see nothing.
-    for (int q0 = (k0 / BR) * BR; q0 < T; q0 += BR) {
-      if (wb && wb[2 * q0] > kmax) break;
-      __syncthreads();
-      load_tile<HD, BR>(Qs, qb + (size_t)q0 * HD, T - q0);
-      load_tile<HD, BR>(dOs, ob + (size_t)q0 * HD, T - q0);
-      if (threadIdx.x < BR) {
-        const int r = q0 + threadIdx.x;
-        int lo, hi;
-        window_of(wb, r, T, lo, hi);
-        lo_s[threadIdx.x] = lo;
-        hi_s[threadIdx.x] = hi;
-        lse_s[threadIdx.x] = r < T ? lse[(size_t)bh * T + r] : INFINITY;
-        d_s[threadIdx.x] = r < T ? dd[(size_t)bh * T + r] : 0.f;
+  for (int it = 0; it < total; ++it) {
+    const int buf = it & 1;
+    cp_async_wait_all();
+    __syncthreads();  // this tile is in; every warp is done with the last one
+    if (it + 1 < total) prefetch(it + 1, buf ^ 1);
+    cp_async_commit();
+    const int bh = b * H + kvh * group + it / nq, q0 = qstart + (it % nq) * BR;
+    const bf16* Qs = sm.q[buf];
+    const bf16* dOs = sm.dout[buf];
+    // Sᵀ: this warp's 16 keys × 32 queries.
+    float st[4][4];
+#pragma unroll
+    for (int n = 0; n < 4; ++n) st[n][0] = st[n][1] = st[n][2] = st[n][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < KS; ++kk) {
+      uint32_t ka[4];
+      ldsm_a(ka, sm.k, ST, kw, kk, lane);
+#pragma unroll
+      for (int n = 0; n < 4; n += 2) {
+        uint32_t qf[4];
+        ldsm_b_pair(qf, Qs, ST, n * 8, kk, lane);
+        mma_bf16(st[n], ka, qf[0], qf[1]);
+        mma_bf16(st[n + 1], ka, qf[2], qf[3]);
       }
-      __syncthreads();
-      // Sᵀ: this warp's 16 keys × 32 queries.
-      float st[4][4];
+    }
+    // Pᵀ (zero outside the windows). Every query of the tile sees every key of the block when
+    // the last query's window starts at k0 or before and the first one's ends at kmax or after
+    // (both ends are non-decreasing): no per-element test then.
+    const int qlast = q0 + BR - 1;
+    const bool inside = qlast < T && k0 + BC - 1 < T &&
+                        (wb ? sm.win[buf][2 * (BR - 1)] <= k0 && sm.win[buf][1] >= k0 + BC - 1
+                            : q0 >= k0 + BC - 1);
 #pragma unroll
-      for (int n = 0; n < 4; ++n) st[n][0] = st[n][1] = st[n][2] = st[n][3] = 0.f;
+    for (int n = 0; n < 4; ++n)
 #pragma unroll
-      for (int kk = 0; kk < KS; ++kk) {
-        uint32_t ka[4];
-        const bf16* kr = Ks + (kw + g) * ST + kk * 16 + 2 * t4;
-        ka[0] = ld32(kr);
-        ka[1] = ld32(kr + 8 * ST);
-        ka[2] = ld32(kr + 8);
-        ka[3] = ld32(kr + 8 * ST + 8);
-#pragma unroll
-        for (int n = 0; n < 4; ++n) {
-          const bf16* qr = Qs + (n * 8 + g) * ST + kk * 16 + 2 * t4;
-          mma_bf16(st[n], ka, ld32(qr), ld32(qr + 8));
+      for (int e = 0; e < 4; ++e) {
+        const int qi = n * 8 + 2 * t4 + (e & 1);
+        bool seen = true;
+        if (!inside) {
+          const int key = k0 + kw + g + (e >> 1) * 8, r = q0 + qi;
+          int lo = 0, hi = r;
+          if (r >= T) {
+            lo = 1;
+            hi = 0;
+          } else if (wb) {
+            lo = sm.win[buf][2 * qi];
+            hi = sm.win[buf][2 * qi + 1];
+          }
+          seen = key >= lo && key <= hi;
         }
+        st[n][e] = seen ? exp2f(st[n][e] * LOG2E - sm.lse[buf][qi] * LOG2E) : 0.f;
       }
-      // Pᵀ (zero outside the windows).
+    // dV += Pᵀ dO.
 #pragma unroll
-      for (int n = 0; n < 4; ++n)
+    for (int kk = 0; kk < BR / 16; ++kk) {
+      uint32_t pa[4];
+      c_to_a(pa, st[2 * kk], st[2 * kk + 1]);
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int key = k0 + kw + g + (e >> 1) * 8, qi = n * 8 + 2 * t4 + (e & 1);
-          const bool seen = key >= lo_s[qi] && key <= hi_s[qi];
-          st[n][e] = seen ? exp2f((st[n][e] - lse_s[qi]) * LOG2E) : 0.f;
-        }
-      // dV += Pᵀ dO.
-#pragma unroll
-      for (int kk = 0; kk < BR / 16; ++kk) {
-        uint32_t pa[4];
-        c_to_a(pa, st[2 * kk], st[2 * kk + 1]);
-#pragma unroll
-        for (int n = 0; n < NT; n += 2) {
-          uint32_t bo[4];
-          ldsm_x4_trans(bo, dOs + (kk * 16 + (lane & 15)) * ST + (n + (lane >> 4)) * 8);
-          mma_bf16(dva[n], pa, bo[0], bo[1]);
-          mma_bf16(dva[n + 1], pa, bo[2], bo[3]);
-        }
+      for (int n = 0; n < NT; n += 2) {
+        uint32_t bo[4];
+        ldsm_x4_trans(bo, dOs + (kk * 16 + (lane & 15)) * ST + (n + (lane >> 4)) * 8);
+        mma_bf16(dva[n], pa, bo[0], bo[1]);
+        mma_bf16(dva[n + 1], pa, bo[2], bo[3]);
       }
-      // dPᵀ = V dOᵀ, then dSᵀ = Pᵀ ⊙ (dPᵀ − d).
-      float dp[4][4];
+    }
+    // dPᵀ = V dOᵀ, then dSᵀ = Pᵀ ⊙ (dPᵀ − d).
+    float dp[4][4];
 #pragma unroll
-      for (int n = 0; n < 4; ++n) dp[n][0] = dp[n][1] = dp[n][2] = dp[n][3] = 0.f;
+    for (int n = 0; n < 4; ++n) dp[n][0] = dp[n][1] = dp[n][2] = dp[n][3] = 0.f;
 #pragma unroll
-      for (int kk = 0; kk < KS; ++kk)
+    for (int kk = 0; kk < KS; ++kk)
 #pragma unroll
-        for (int n = 0; n < 4; ++n) {
-          const bf16* orow = dOs + (n * 8 + g) * ST + kk * 16 + 2 * t4;
-          mma_bf16(dp[n], va[kk], ld32(orow), ld32(orow + 8));
-        }
+      for (int n = 0; n < 4; n += 2) {
+        uint32_t of[4];
+        ldsm_b_pair(of, dOs, ST, n * 8, kk, lane);
+        mma_bf16(dp[n], va[kk], of[0], of[1]);
+        mma_bf16(dp[n + 1], va[kk], of[2], of[3]);
+      }
 #pragma unroll
-      for (int n = 0; n < 4; ++n)
+    for (int n = 0; n < 4; ++n)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int qi = n * 8 + 2 * t4 + (e & 1);
-          dp[n][e] = st[n][e] * (dp[n][e] - d_s[qi]);
-        }
-      // dK += dSᵀ Q.
+      for (int e = 0; e < 4; ++e) {
+        const int qi = n * 8 + 2 * t4 + (e & 1);
+        dp[n][e] = st[n][e] * (dp[n][e] - sm.d[buf][qi]);
+      }
+    // dK += dSᵀ Q.
 #pragma unroll
-      for (int kk = 0; kk < BR / 16; ++kk) {
+    for (int kk = 0; kk < BR / 16; ++kk) {
+      uint32_t da[4];
+      c_to_a(da, dp[2 * kk], dp[2 * kk + 1]);
+#pragma unroll
+      for (int n = 0; n < NT; n += 2) {
+        uint32_t bq[4];
+        ldsm_x4_trans(bq, Qs + (kk * 16 + (lane & 15)) * ST + (n + (lane >> 4)) * 8);
+        mma_bf16(dka[n], da, bq[0], bq[1]);
+        mma_bf16(dka[n + 1], da, bq[2], bq[3]);
+      }
+    }
+    // dSᵀ to shared memory for dQ.
+#pragma unroll
+    for (int n = 0; n < 4; ++n) {
+      bf16* row = sm.ds + (kw + g) * SS + n * 8 + 2 * t4;
+      *reinterpret_cast<uint32_t*>(row) = pack_bf16(dp[n][0], dp[n][1]);
+      *reinterpret_cast<uint32_t*>(row + 8 * SS) = pack_bf16(dp[n][2], dp[n][3]);
+    }
+    __syncthreads();
+    // dQ (32 queries × HD) += dS K: warp w takes query rows 16·(w % 2) and half the columns.
+    {
+      constexpr int NH = NT / 2;
+      const int mq = (warp & 1) * 16, nb = (warp >> 1) * NH;
+      float* dqb = dq + (size_t)bh * T * HD;
+      float dqa[NH][4];
+#pragma unroll
+      for (int n = 0; n < NH; ++n) dqa[n][0] = dqa[n][1] = dqa[n][2] = dqa[n][3] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < BC / 16; ++kk) {
         uint32_t da[4];
-        c_to_a(da, dp[2 * kk], dp[2 * kk + 1]);
+        const int mat = lane >> 3;
+        ldsm_x4_trans(da, sm.ds + (kk * 16 + (mat >> 1) * 8 + (lane & 7)) * SS + mq + (mat & 1) * 8);
 #pragma unroll
-        for (int n = 0; n < NT; n += 2) {
-          uint32_t bq[4];
-          ldsm_x4_trans(bq, Qs + (kk * 16 + (lane & 15)) * ST + (n + (lane >> 4)) * 8);
-          mma_bf16(dka[n], da, bq[0], bq[1]);
-          mma_bf16(dka[n + 1], da, bq[2], bq[3]);
-        }
-      }
-      // dSᵀ to shared memory for dQ.
-#pragma unroll
-      for (int n = 0; n < 4; ++n) {
-        bf16* row = dSs + (kw + g) * SS + n * 8 + 2 * t4;
-        *reinterpret_cast<uint32_t*>(row) = pack_bf16(dp[n][0], dp[n][1]);
-        *reinterpret_cast<uint32_t*>(row + 8 * SS) = pack_bf16(dp[n][2], dp[n][3]);
-      }
-      __syncthreads();
-      // dQ (32 queries × HD) += dS K: warp w takes query rows 16·(w % 2) and half the columns.
-      {
-        constexpr int NH = NT / 2;
-        const int mq = (warp & 1) * 16, nb = (warp >> 1) * NH;
-        float dqa[NH][4];
-#pragma unroll
-        for (int n = 0; n < NH; ++n) dqa[n][0] = dqa[n][1] = dqa[n][2] = dqa[n][3] = 0.f;
-#pragma unroll
-        for (int kk = 0; kk < BC / 16; ++kk) {
-          uint32_t da[4];
-          const int mat = lane >> 3;
-          ldsm_x4_trans(da, dSs + (kk * 16 + (mat >> 1) * 8 + (lane & 7)) * SS + mq + (mat & 1) * 8);
-#pragma unroll
-          for (int n = 0; n < NH; n += 2) {
-            uint32_t bk[4];
-            if (n + 1 < NH) {
-              ldsm_x4_trans(bk, Ks + (kk * 16 + (lane & 15)) * ST + (nb + n + (lane >> 4)) * 8);
-              mma_bf16(dqa[n], da, bk[0], bk[1]);
-              mma_bf16(dqa[n + 1], da, bk[2], bk[3]);
-            } else {
-              ldsm_x2_trans(bk, Ks + (kk * 16 + (lane & 15)) * ST + (nb + n) * 8);
-              mma_bf16(dqa[n], da, bk[0], bk[1]);
-            }
+        for (int n = 0; n < NH; n += 2) {
+          uint32_t bk[4];
+          if (n + 1 < NH) {
+            ldsm_x4_trans(bk, sm.k + (kk * 16 + (lane & 15)) * ST + (nb + n + (lane >> 4)) * 8);
+            mma_bf16(dqa[n], da, bk[0], bk[1]);
+            mma_bf16(dqa[n + 1], da, bk[2], bk[3]);
+          } else {
+            ldsm_x2_trans(bk, sm.k + (kk * 16 + (lane & 15)) * ST + (nb + n) * 8);
+            mma_bf16(dqa[n], da, bk[0], bk[1]);
           }
         }
-#pragma unroll
-        for (int n = 0; n < NH; ++n)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int r = q0 + mq + g + (e >> 1) * 8;
-            if (r < T) atomicAdd(dqb + (size_t)r * HD + (nb + n) * 8 + 2 * t4 + (e & 1), dqa[n][e]);
-          }
       }
+#pragma unroll
+      for (int n = 0; n < NH; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int r = q0 + mq + g + (e >> 1) * 8;
+          if (r < T) atomicAdd(dqb + (size_t)r * HD + (nb + n) * 8 + 2 * t4 + (e & 1), dqa[n][e]);
+        }
     }
   }
 #pragma unroll

@@ -91,6 +91,7 @@ mod imp {
 #[cfg(feature = "cuda")]
 mod imp {
     use candle_core::backend::BackendStorage;
+    use candle_core::cuda_backend::cudarc::driver::sys::CUfunction_attribute;
     use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
     use candle_core::cuda_backend::WrapErr;
     use candle_core::{DType, Tensor};
@@ -282,6 +283,13 @@ mod imp {
         let dv = unsafe { dev.alloc::<bf16>(b * hkv * t * hd)? };
         {
             let f = dev.get_or_load_custom_func(&format!("flash_bwd_{hd}"), MODULE, PTX)?;
+            // sizeof(BwdSmem<hd>) in the kernel file; above 48 KiB it needs the opt-in.
+            let smem = 384 * (hd + 8) + 6144;
+            f.set_attribute(
+                CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                smem as i32,
+            )
+            .w()?;
             let qv = view::<bf16>(as_cuda(&qs)?, ql, "flash q")?;
             let kv = view::<bf16>(as_cuda(&ks)?, kl, "flash k")?;
             let vv = view::<bf16>(as_cuda(&vs)?, vl, "flash v")?;
@@ -308,7 +316,7 @@ mod imp {
             let cfg = LaunchConfig {
                 grid_dim: (tiles(t, 64), (b * hkv) as u32, 1),
                 block_dim: (128, 1, 1),
-                shared_mem_bytes: 0,
+                shared_mem_bytes: smem as u32,
             };
             unsafe { a.launch(cfg) }.w()?;
         }
