@@ -134,7 +134,6 @@ fn flash_attention(
     let node = FlashOp {
         op,
         windows: windows.clone(),
-        y: y.clone(),
         lse,
     };
     attach1(qkv, y, node)
@@ -144,8 +143,6 @@ fn flash_attention(
 struct FlashOp {
     op: AttentionOp,
     windows: Tensor,
-    /// The token-major output.
-    y: Tensor,
     /// Each query row's log-sum-exp [B, heads, T].
     lse: Tensor,
 }
@@ -159,6 +156,7 @@ impl Backward for FlashOp {
         &self,
         inputs: &[Tensor],
         _needs: &[bool],
+        y: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<Vec<Option<Tensor>>> {
         let grad = || -> Result<Tensor> {
@@ -171,7 +169,7 @@ impl Backward for FlashOp {
                 &r.k,
                 &r.v,
                 Some(&self.windows),
-                &self.y,
+                y,
                 &self.lse,
                 &dy,
                 &dyh,
@@ -390,6 +388,7 @@ impl Backward for AttentionOp {
         &self,
         inputs: &[Tensor],
         _needs: &[bool],
+        _output: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<Vec<Option<Tensor>>> {
         let dy = dy.contiguous()?;

@@ -43,6 +43,7 @@ impl Backward for LoraOp {
         &self,
         inputs: &[Tensor],
         needs: &[bool],
+        _output: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<Vec<Option<Tensor>>> {
         let (x, a, b) = (&inputs[0], &inputs[1], &inputs[2]);

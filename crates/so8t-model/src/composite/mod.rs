@@ -14,6 +14,7 @@
 //! where the CPU's f32 path has its own single ops (`train_ops`).
 
 use std::cell::Cell;
+use std::sync::Mutex;
 
 use candle_core::backend::{BackendDevice, BackendStorage};
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Storage, Tensor};
@@ -50,11 +51,12 @@ pub(crate) trait Backward: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     /// The gradients of the op's inputs (detached; `needs[i]` says whether input `i` wants one)
-    /// from the gradient `grad` of its output.
+    /// from its (detached) `output` and the gradient `grad` of the output.
     fn backward(
         &self,
         inputs: &[Tensor],
         needs: &[bool],
+        output: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<Vec<Option<Tensor>>>;
 }
@@ -65,7 +67,7 @@ pub(crate) fn attach1<B: Backward>(x: &Tensor, value: Tensor, bwd: B) -> Result<
     if !x.track_op() {
         return Ok(value);
     }
-    Ok(x.apply_op1(Attached { value, bwd })?)
+    Ok(x.apply_op1(Attached::new(value, bwd))?)
 }
 
 /// [`attach1`] for an op of three inputs.
@@ -73,12 +75,14 @@ pub(crate) fn attach3<B: Backward>(x: [&Tensor; 3], value: Tensor, bwd: B) -> Re
     if !x.iter().any(|t| t.track_op()) {
         return Ok(value);
     }
-    Ok(x[0].apply_op3(x[1], x[2], Attached { value, bwd })?)
+    Ok(x[0].apply_op3(x[1], x[2], Attached::new(value, bwd))?)
 }
 
-/// The node of a composite op: its forward pass copies the precomputed value.
+/// The node of a composite op: its forward pass copies the precomputed value, which it then
+/// lets go (the node lives as long as the graph; holding the value too would keep every
+/// composite output twice).
 struct Attached<B> {
-    value: Tensor,
+    value: Mutex<Option<Tensor>>,
     bwd: B,
 }
 
@@ -95,8 +99,27 @@ where
 }
 
 impl<B: Backward> Attached<B> {
+    fn new(value: Tensor, bwd: B) -> Self {
+        Attached {
+            value: Mutex::new(Some(value)),
+            bwd,
+        }
+    }
+
+    /// The precomputed value, taken out (a node's forward pass runs once).
+    fn take_value(&self) -> candle_core::Result<Tensor> {
+        let mut v = self
+            .value
+            .lock()
+            .map_err(|_| candle_core::Error::Msg(format!("{}: lock poisoned", self.bwd.name())))?;
+        v.take().ok_or_else(|| {
+            candle_core::Error::Msg(format!("{}: the forward pass ran twice", self.bwd.name()))
+        })
+    }
+
     fn cpu_value(&self) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (s, l) = self.value.storage_and_layout();
+        let value = self.take_value()?;
+        let (s, l) = value.storage_and_layout();
         match &*s {
             Storage::Cpu(c) => Ok((copy_of(c, l)?, l.shape().clone())),
             _ => candle_core::bail!("{}: value is not on the CPU", self.bwd.name()),
@@ -105,17 +128,25 @@ impl<B: Backward> Attached<B> {
 
     #[cfg(feature = "cuda")]
     fn cuda_value(&self) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        let (s, l) = self.value.storage_and_layout();
+        let value = self.take_value()?;
+        let (s, l) = value.storage_and_layout();
         match &*s {
             Storage::Cuda(c) => Ok((copy_of(c, l)?, l.shape().clone())),
             _ => candle_core::bail!("{}: value is not on CUDA", self.bwd.name()),
         }
     }
 
-    fn grads(&self, args: &[&Tensor], grad: &Tensor) -> candle_core::Result<Vec<Option<Tensor>>> {
+    fn grads(
+        &self,
+        args: &[&Tensor],
+        output: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Vec<Option<Tensor>>> {
         let inputs: Vec<Tensor> = args.iter().map(|t| t.detach()).collect();
         let needs: Vec<bool> = args.iter().map(|t| t.track_op()).collect();
-        let g = self.bwd.backward(&inputs, &needs, &grad.detach())?;
+        let g = self
+            .bwd
+            .backward(&inputs, &needs, &output.detach(), &grad.detach())?;
         if g.len() != args.len() {
             candle_core::bail!(
                 "{}: {} gradients for {} inputs",
@@ -146,8 +177,8 @@ impl<B: Backward> CustomOp1 for Attached<B> {
         self.cuda_value()
     }
 
-    fn bwd(&self, x: &Tensor, _: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(self.grads(&[x], grad)?.pop().flatten())
+    fn bwd(&self, x: &Tensor, y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(self.grads(&[x], y, grad)?.pop().flatten())
     }
 }
 
@@ -187,10 +218,10 @@ impl<B: Backward> CustomOp3 for Attached<B> {
         a: &Tensor,
         b: &Tensor,
         c: &Tensor,
-        _: &Tensor,
+        y: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let mut g = self.grads(&[a, b, c], grad)?.into_iter();
+        let mut g = self.grads(&[a, b, c], y, grad)?.into_iter();
         Ok((g.next().flatten(), g.next().flatten(), g.next().flatten()))
     }
 }
