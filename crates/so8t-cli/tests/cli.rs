@@ -293,6 +293,26 @@ fn bench_train_runs_on_the_cpu_and_devices_are_checked() {
         out.contains("RESULT so8t seq=16 batch=2") && out.contains("tokens/s"),
         "{out}"
     );
+    // The 8-bit frozen base (Q8_0 blocks) trains too.
+    let q = ok(&[
+        "bench",
+        "train",
+        "--model",
+        s(&m),
+        "--device",
+        "cpu",
+        "--seq",
+        "16",
+        "--batch",
+        "2",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--base-dtype",
+        "int8",
+    ]);
+    assert!(q.contains("lora=1 base=int8:"), "{q}");
     let e = fails(&["bench", "train", "--model", s(&m), "--device", "tpu"]);
     assert!(e.contains("expected auto, cpu, cuda or cuda:N"), "{e}");
     // The fused kernels are CUDA-only: on the CPU the command says so.

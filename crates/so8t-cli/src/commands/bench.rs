@@ -60,6 +60,10 @@ pub struct TrainBenchArgs {
     /// Recompute each decoder layer in the backward pass.
     #[arg(long)]
     pub checkpointing: bool,
+    /// Storage of the frozen base's linear weights: same (the compute dtype) or int8 (Q8_0
+    /// blocks, dequantized per layer on use; `training.base_dtype`).
+    #[arg(long, default_value = "same", value_parser = ["same", "int8"])]
+    pub base_dtype: String,
     /// Peak dense throughput of the device in TFLOP/s for the MFU figure (H100 SXM bf16: 989).
     #[arg(long, default_value_t = 989.0)]
     pub peak_tflops: f64,
@@ -97,7 +101,18 @@ fn train(a: TrainBenchArgs) -> Result<()> {
         .iter()
         .map(|(_, t)| t.elem_count())
         .sum();
+    let mut model = model;
+    if a.base_dtype == "int8" {
+        let q = so8t_model::quant::quantize_base(&mut model)?;
+        eprintln!(
+            "int8 base: {} linears, {:.2} -> {:.2} GiB",
+            q.quantized,
+            q.bytes_before as f64 / (1u64 << 30) as f64,
+            q.bytes_after as f64 / (1u64 << 30) as f64
+        );
+    }
     let mut cfg = TrainConfig::default();
+    cfg.training.base_dtype = a.base_dtype.clone();
     cfg.so8t.enabled = a.gates != "none";
     if cfg.so8t.enabled {
         cfg.so8t.layer_indices = a.gates.clone();
@@ -164,12 +179,13 @@ fn train(a: TrainBenchArgs) -> Result<()> {
     let flops = tok * (4.0 * n_base as f64 + 12.0 * (layers * a.seq * hidden) as f64);
     let peak = monitor.stop();
     println!(
-        "RESULT so8t seq={} batch={} ckpt={} lora={}: {:.0} ms/step, {tok:.0} tokens/s, peak {}, \
+        "RESULT so8t seq={} batch={} ckpt={} lora={}{}: {:.0} ms/step, {tok:.0} tokens/s, peak {}, \
          ~{:.0} TFLOP/s model flops (MFU {:.0}% of {:.0}), loss {loss:.3}",
         a.seq,
         a.batch,
         u8::from(a.checkpointing),
         u8::from(a.lora_rank > 0),
+        if a.base_dtype == "int8" { " base=int8" } else { "" },
         dt * 1e3,
         peak.map_or("n/a (CPU)".into(), |b| format!(
             "{:.1} GiB",

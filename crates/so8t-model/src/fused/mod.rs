@@ -1,5 +1,6 @@
 //! Fused CUDA training ops (forward + backward): RMSNorm, masked softmax, SwiGLU, rotary
-//! embedding and the per-row cross-entropy (`ce.rs`), each one kernel per direction instead of
+//! embedding, the per-row cross-entropy (`ce.rs`) and flash attention (`flash.rs`, its own
+//! kernel file), each one kernel per direction instead of
 //! the composed graph's chain of element-wise kernels and intermediates. The kernels are
 //! `cuda/train_kernels.cu`, compiled to PTX by `build.rs` in a `--features cuda` build. Every
 //! function here returns `None` where it does not apply (not on CUDA, a dtype other than
