@@ -271,47 +271,30 @@ fn bench_train_runs_on_the_cpu_and_devices_are_checked() {
     let t = tempfile::tempdir().unwrap();
     let m = t.path().join("m");
     ok(&["model", "init", "--preset", "tiny", "--out", s(&m)]);
-    let out = ok(&[
-        "bench",
-        "train",
-        "--model",
-        s(&m),
-        "--device",
-        "cpu",
-        "--seq",
-        "16",
-        "--batch",
-        "2",
-        "--steps",
-        "2",
-        "--warmup",
-        "1",
-        "--lora-rank",
-        "4",
-    ]);
+    // `bench train` on the CPU, 16 tokens × 2 rows, with `extra` arguments.
+    let bench = |extra: &[&str]| {
+        let mut args = vec![
+            "bench",
+            "train",
+            "--model",
+            s(&m),
+            "--device",
+            "cpu",
+            "--seq",
+            "16",
+            "--batch",
+            "2",
+        ];
+        args.extend_from_slice(extra);
+        ok(&args)
+    };
+    let out = bench(&["--steps", "2", "--warmup", "1", "--lora-rank", "4"]);
     assert!(
         out.contains("RESULT so8t seq=16 batch=2") && out.contains("tokens/s"),
         "{out}"
     );
     // The 8-bit frozen base (Q8_0 blocks) trains too.
-    let q = ok(&[
-        "bench",
-        "train",
-        "--model",
-        s(&m),
-        "--device",
-        "cpu",
-        "--seq",
-        "16",
-        "--batch",
-        "2",
-        "--steps",
-        "1",
-        "--warmup",
-        "0",
-        "--base-dtype",
-        "int8",
-    ]);
+    let q = bench(&["--steps", "1", "--warmup", "0", "--base-dtype", "int8"]);
     assert!(q.contains("lora=1 base=int8:"), "{q}");
     let e = fails(&["bench", "train", "--model", s(&m), "--device", "tpu"]);
     assert!(e.contains("expected auto, cpu, cuda or cuda:N"), "{e}");

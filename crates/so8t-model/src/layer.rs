@@ -192,9 +192,7 @@ pub struct DecoderLayer {
 pub(crate) struct AttnCtx<'a> {
     pub(crate) cos: &'a Tensor,
     pub(crate) sin: &'a Tensor,
-    pub(crate) mask: Option<&'a Tensor>,
-    /// `mask` as key windows for the flash kernels (training on CUDA).
-    pub(crate) windows: Option<&'a Tensor>,
+    pub(crate) mask: &'a crate::mask::AttentionMask,
     pub(crate) gate: Option<&'a Tensor>,
     pub(crate) train: bool,
     pub(crate) layer: usize,
@@ -405,7 +403,13 @@ impl Attention {
                     head_dim: hd,
                 };
                 Some(crate::train_ops::attention_cpu(
-                    &q, &k, &v, ctx.cos, ctx.sin, ctx.mask, shape,
+                    &q,
+                    &k,
+                    &v,
+                    ctx.cos,
+                    ctx.sin,
+                    ctx.mask.dense()?,
+                    shape,
                 )?)
             } else if crate::composite::applies(&q) {
                 let heads = crate::composite::Heads {
@@ -418,12 +422,7 @@ impl Attention {
                     None => Tensor::cat(&[&q, &k, &v], D::Minus1)?,
                 };
                 Some(crate::composite::attention(
-                    &qkv,
-                    heads,
-                    ctx.cos,
-                    ctx.sin,
-                    ctx.mask,
-                    ctx.windows,
+                    &qkv, heads, ctx.cos, ctx.sin, ctx.mask,
                 )?)
             } else {
                 None
@@ -448,9 +447,10 @@ impl Attention {
         let scale = 1.0 / (hd as f64).sqrt();
         let qg = (q * scale)?.reshape((b, nkv, rep * t, hd))?;
         let att = qg.matmul(&k.t()?)?.reshape((b, nh, t, s))?;
-        let att = match crate::fused::softmax(&att, ctx.mask)? {
+        let mask = ctx.mask.dense()?;
+        let att = match crate::fused::softmax(&att, mask)? {
             Some(p) => p,
-            None => masked_softmax(att, ctx.mask, ctx.train)?,
+            None => masked_softmax(att, mask, ctx.train)?,
         };
         let att = att.reshape((b, nkv, rep * t, s))?;
         let y = att.matmul(&v.contiguous()?)?; // [b, nkv, rep·t, hd]

@@ -47,6 +47,7 @@ pub use config::{Arch, Config, RopeConfig, RopeScaling};
 pub use error::{read_json, Error, Result};
 pub use layer::{Attention, DecoderLayer, Mlp, Qkv, RmsNorm, Up};
 pub use linear::{Linear, LinearWeight, LoraAdapter};
+pub use mask::AttentionMask;
 pub use model::{Forward, Model, Prepared};
 pub use rope::RotaryEmbedding;
 pub use tokenizer::TextTokenizer;

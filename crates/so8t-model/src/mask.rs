@@ -1,8 +1,122 @@
-//! The additive attention mask: causal, sliding window, padding and packed sequences.
+//! The attention mask: causal, sliding window, padding and packed sequences, as an additive
+//! mask and (training on CUDA) as one key window per query for the flash kernels.
+
+use std::sync::OnceLock;
 
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
+
+/// The attention mask of one forward pass in the two forms the attention paths take: the
+/// additive mask `[B|1, 1, T, S]`, built on first use (the flash kernels never need it, and at
+/// seq 2048 × 4 rows it is 64 MiB made on the host), and the key windows of
+/// [`attention_windows`] where the flash kernels may run.
+#[derive(Debug, Clone)]
+pub struct AttentionMask {
+    dense: OnceLock<Option<Tensor>>,
+    spec: Option<MaskSpec>,
+    windows: Option<Tensor>,
+}
+
+/// What [`attention_mask`] builds the additive mask from.
+#[derive(Debug, Clone)]
+struct MaskSpec {
+    b: usize,
+    t: usize,
+    offset: usize,
+    sliding_window: Option<usize>,
+    pad: Option<Tensor>,
+    segments: Option<Vec<Vec<usize>>>,
+    device: Device,
+}
+
+impl AttentionMask {
+    /// A mask given in its forms: the additive mask (`None`: nothing masked) and the key windows
+    /// (`None`: no flash kernels).
+    pub fn new(dense: Option<Tensor>, windows: Option<Tensor>) -> Self {
+        Self {
+            dense: OnceLock::from(dense),
+            spec: None,
+            windows,
+        }
+    }
+
+    /// The mask of [`attention_mask`]'s arguments, built when first asked for; the padding's
+    /// shape is checked now.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn lazy(
+        b: usize,
+        t: usize,
+        offset: usize,
+        sliding_window: Option<usize>,
+        pad: Option<&Tensor>,
+        segments: Option<&[Vec<usize>]>,
+        device: &Device,
+        windows: Option<Tensor>,
+    ) -> Result<Self> {
+        if let Some(p) = pad {
+            check_pad(p, b, offset + t)?;
+        }
+        Ok(Self {
+            dense: OnceLock::new(),
+            spec: Some(MaskSpec {
+                b,
+                t,
+                offset,
+                sliding_window,
+                pad: pad.cloned(),
+                segments: segments.map(<[Vec<usize>]>::to_vec),
+                device: device.clone(),
+            }),
+            windows,
+        })
+    }
+
+    /// The additive mask, or `None` when no position needs masking.
+    pub fn dense(&self) -> Result<Option<&Tensor>> {
+        if let Some(m) = self.dense.get() {
+            return Ok(m.as_ref());
+        }
+        let m = match &self.spec {
+            Some(s) => attention_mask(
+                s.b,
+                s.t,
+                s.offset,
+                s.sliding_window,
+                s.pad.as_ref(),
+                s.segments.as_deref(),
+                &s.device,
+            )?,
+            None => None,
+        };
+        Ok(self.dense.get_or_init(|| m).as_ref())
+    }
+
+    /// The key windows for the flash kernels, if this pass may use them.
+    pub fn windows(&self) -> Option<&Tensor> {
+        self.windows.as_ref()
+    }
+}
+
+/// An error unless the padding mask `pad` is `[b, s]` (batch × cached + new positions).
+fn check_pad(pad: &Tensor, b: usize, s: usize) -> Result<()> {
+    let (pb, ps) = pad.dims2()?;
+    if pb != b || ps != s {
+        return Err(Error::Generation(format!(
+            "attention mask is [{pb}, {ps}], expected [{b}, {s}] (batch × cached+new positions)"
+        )));
+    }
+    Ok(())
+}
+
+/// The rows of the padding mask on the host (1 for a real token), checked to be `[b, s]`.
+fn pad_rows(pad: Option<&Tensor>, b: usize, s: usize) -> Result<Option<Vec<Vec<u32>>>> {
+    pad.map(|p| {
+        check_pad(p, b, s)?;
+        Ok(p.to_dtype(DType::U32)?.to_vec2::<u32>()?)
+    })
+    .transpose()
+}
 
 /// The additive attention mask `[B|1, 1, T, S]` (0 or a very negative number), or `None`
 /// when no position needs masking.
@@ -20,18 +134,7 @@ pub(crate) fn attention_mask(
     if t == 1 && window.is_none() && pad.is_none() && segments.is_none() {
         return Ok(None);
     }
-    let pad_rows: Option<Vec<Vec<u32>>> = match pad {
-        Some(p) => {
-            let (pb, ps) = p.dims2()?;
-            if pb != b || ps != s {
-                return Err(Error::Generation(format!(
-                    "attention mask is [{pb}, {ps}], expected [{b}, {s}] (batch × cached+new positions)"
-                )));
-            }
-            Some(p.to_dtype(DType::U32)?.to_vec2::<u32>()?)
-        }
-        None => None,
-    };
+    let pad_rows = pad_rows(pad, b, s)?;
     // Sequence number of every position, per row (packed rows only).
     let seg_ids: Option<Vec<Vec<usize>>> = segments.map(|rows| {
         rows.iter()
@@ -80,18 +183,7 @@ pub(crate) fn attention_windows(
     segments: Option<&[Vec<usize>]>,
     device: &Device,
 ) -> Result<Option<Tensor>> {
-    let pad_rows: Option<Vec<Vec<u32>>> = match pad {
-        Some(p) => {
-            if p.dims2()? != (b, t) {
-                return Err(Error::Generation(format!(
-                    "attention mask is {:?}, expected [{b}, {t}]",
-                    p.dims()
-                )));
-            }
-            Some(p.to_dtype(DType::U32)?.to_vec2::<u32>()?)
-        }
-        None => None,
-    };
+    let pad_rows = pad_rows(pad, b, t)?;
     let mut w = Vec::with_capacity(b * t * 2);
     for r in 0..b {
         // The real tokens' run [first, last] (an empty run: first > last).
@@ -185,6 +277,26 @@ mod tests {
         // Real tokens in two runs: no window form.
         let holes = Tensor::from_vec([1u32, 0, 1, 1, 1, 1, 1, 1, 1].repeat(b), (b, t), &dev)?;
         assert!(attention_windows(b, t, None, Some(&holes), None, &dev)?.is_none());
+        Ok(())
+    }
+
+    /// The lazy mask checks the padding's shape when made and builds the same additive mask as
+    /// `attention_mask` when asked.
+    #[test]
+    fn the_lazy_mask_is_the_mask() -> Result<()> {
+        let dev = Device::Cpu;
+        let pad = Tensor::from_vec([1u32, 1, 1, 0, 1, 1, 1, 1].to_vec(), (2, 4), &dev)?;
+        let segs = vec![vec![2, 2], vec![4]];
+        let lazy = AttentionMask::lazy(2, 4, 0, Some(2), Some(&pad), Some(&segs), &dev, None)?;
+        let want = attention_mask(2, 4, 0, Some(2), Some(&pad), Some(&segs), &dev)?.expect("mask");
+        let got = lazy.dense()?.expect("mask");
+        assert_eq!(
+            got.flatten_all()?.to_vec1::<f32>()?,
+            want.flatten_all()?.to_vec1::<f32>()?
+        );
+        assert!(lazy.windows().is_none());
+        let e = AttentionMask::lazy(3, 4, 0, None, Some(&pad), None, &dev, None).unwrap_err();
+        assert!(e.to_string().contains("expected [3, 4]"), "{e}");
         Ok(())
     }
 }

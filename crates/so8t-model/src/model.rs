@@ -14,7 +14,7 @@ use crate::config::{Arch, Config};
 use crate::error::{Error, Result};
 use crate::layer::{Attention, AttnCtx, DecoderLayer, MaxPrecision, Mlp, Qkv, RmsNorm, Up};
 use crate::linear::Linear;
-use crate::mask::{attention_mask, attention_windows};
+use crate::mask::{attention_windows, AttentionMask};
 use crate::rope::RotaryEmbedding;
 use crate::so8::GateMatrices;
 use crate::weights::Weights;
@@ -45,11 +45,9 @@ pub struct Prepared {
     pub cos: Tensor,
     /// Rotary sines, shaped as `cos`.
     pub sin: Tensor,
-    /// Additive attention mask, if any position is masked.
-    pub mask: Option<Tensor>,
-    /// The same mask as one window of keys per query (u32 `[B, T, 2]`) for the flash attention
-    /// kernels: training on CUDA only, where the mask has that form.
-    pub windows: Option<Tensor>,
+    /// The attention mask: additive (built on first use) and, when training on CUDA where the
+    /// mask has that form, one window of keys per query for the flash kernels.
+    pub mask: AttentionMask,
 }
 
 /// A causal language model (Phi-3 or Llama family).
@@ -227,23 +225,8 @@ impl Model {
             .embed_tokens
             .index_select(&input_ids.flatten_all()?, 0)?
             .reshape((b, t, self.cfg.hidden_size))?;
-        let (cos, sin, mask) = match fw.segments {
-            None => {
-                let (cos, sin) = self.rope.cos_sin(offset, t, self.dtype, &self.device)?;
-                (
-                    cos,
-                    sin,
-                    attention_mask(
-                        b,
-                        t,
-                        offset,
-                        self.cfg.sliding_window,
-                        fw.attention_mask,
-                        None,
-                        &self.device,
-                    )?,
-                )
-            }
+        let (cos, sin) = match fw.segments {
+            None => self.rope.cos_sin(offset, t, self.dtype, &self.device)?,
             Some(segs) => {
                 if offset > 0 {
                     return Err(Error::Generation(
@@ -266,16 +249,7 @@ impl Model {
                     cos.push(c);
                     sin.push(s);
                 }
-                let mask = attention_mask(
-                    b,
-                    t,
-                    0,
-                    self.cfg.sliding_window,
-                    fw.attention_mask,
-                    Some(segs),
-                    &self.device,
-                )?;
-                (Tensor::stack(&cos, 0)?, Tensor::stack(&sin, 0)?, mask)
+                (Tensor::stack(&cos, 0)?, Tensor::stack(&sin, 0)?)
             }
         };
         let windows = if fw.train && offset == 0 && self.device.is_cuda() {
@@ -290,13 +264,17 @@ impl Model {
         } else {
             None
         };
-        Ok(Prepared {
-            x0,
-            cos,
-            sin,
-            mask,
+        let mask = AttentionMask::lazy(
+            b,
+            t,
+            offset,
+            self.cfg.sliding_window,
+            fw.attention_mask,
+            fw.segments,
+            &self.device,
             windows,
-        })
+        )?;
+        Ok(Prepared { x0, cos, sin, mask })
     }
 
     /// Runs decoder layer `l` on `x` [B, T, H] with the tables of `p` and the layer's SO(8)
@@ -330,8 +308,7 @@ impl Model {
         let ctx = AttnCtx {
             cos: &p.cos,
             sin: &p.sin,
-            mask: p.mask.as_ref(),
-            windows: p.windows.as_ref(),
+            mask: &p.mask,
             gate,
             train,
             layer: l,

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor, Var, D};
-use so8t_model::{composite, fused};
+use so8t_model::{composite, fused, AttentionMask};
 
 /// The composed gate rotation (`so8::apply_blocks`) as a candle result.
 fn apply_blocks(z: &Tensor, m: &Tensor) -> candle_core::Result<Tensor> {
@@ -174,10 +174,10 @@ pub fn run(a: KernelBenchArgs) -> Result<()> {
                 })
             },
             fused: {
-                let (c, s, m) = (cos.clone(), sin.clone(), mask.clone());
+                let (c, s) = (cos.clone(), sin.clone());
+                let m = AttentionMask::new(Some(mask.clone()), None);
                 Box::new(move |x| {
-                    composite::attention(x, heads, &c, &s, Some(&m), None)
-                        .map_err(candle_core::Error::wrap)
+                    composite::attention(x, heads, &c, &s, &m).map_err(candle_core::Error::wrap)
                 })
             },
         },
@@ -325,7 +325,7 @@ fn flash_case(
     let w = (heads.heads + 2 * heads.kv_heads) * hd;
     let input = (Tensor::randn(0f32, 1f32, (b, t, w), dev)?).to_dtype(dt)?;
     let (c, s, m) = (cos.clone(), sin.clone(), mask);
-    let (c2, s2) = (cos, sin);
+    let (c2, s2, mask2) = (cos, sin, AttentionMask::new(None, Some(windows)));
     Ok(Case {
         name: format!(
             "attention node, flash: {}/{} heads of {hd}, sequences {segments:?} [{b}, {t}, {w}]",
@@ -340,8 +340,7 @@ fn flash_case(
             if !fused::flash::flash_applies(x, heads.head_dim) {
                 candle_core::bail!("the flash kernels do not apply (bf16 on CUDA only)")
             }
-            composite::attention(x, heads, &c2, &s2, None, Some(&windows))
-                .map_err(candle_core::Error::wrap)
+            composite::attention(x, heads, &c2, &s2, &mask2).map_err(candle_core::Error::wrap)
         }),
     })
 }

@@ -14,6 +14,7 @@ use super::{attach1, Backward};
 use crate::error::Result;
 use crate::fused::HeadLayout;
 use crate::layer::{masked_softmax, rope};
+use crate::mask::AttentionMask;
 
 /// The head layout of an attention layer.
 #[derive(Debug, Clone, Copy)]
@@ -27,25 +28,24 @@ pub struct Heads {
 }
 
 /// Attention of `qkv` [B, T, (heads + 2·kv_heads)·hd] with rotary tables `cos`/`sin`
-/// ([T, rot/2] or [B, T, rot/2]) and an additive f32 `mask` [B|1, 1, T, T]: [B, T, heads·hd].
+/// ([T, rot/2] or [B, T, rot/2]) and `mask` (additive f32 [B|1, 1, T, T]): [B, T, heads·hd].
 ///
-/// `windows` (u32 [B, T, 2], see `mask::attention_windows`) is the same mask as one window of
-/// keys per query; with it, bf16 on CUDA runs the flash kernels (`fused::flash`), which never
-/// write the scores and skip the masked tiles. A query whose every key is masked then gets
-/// zeros (the additive mask gives it the mean of all values; such rows are padding).
+/// Where the mask has key windows (see [`AttentionMask`]), bf16 on CUDA runs the flash kernels
+/// (`fused::flash`), which never write the scores and skip the masked tiles, and the additive
+/// mask is never built. A query whose every key is masked then gets zeros (the additive mask
+/// gives it the mean of all values; such rows are padding).
 pub fn attention(
     qkv: &Tensor,
     heads: Heads,
     cos: &Tensor,
     sin: &Tensor,
-    mask: Option<&Tensor>,
-    windows: Option<&Tensor>,
+    mask: &AttentionMask,
 ) -> Result<Tensor> {
-    match windows {
+    match mask.windows() {
         Some(w) if crate::fused::flash::flash_applies(qkv, heads.head_dim) => {
             flash_attention(qkv, heads, cos, sin, w)
         }
-        _ => attention_in_chunks(qkv, heads, cos, sin, mask, CHUNK_SCORES, true),
+        _ => attention_in_chunks(qkv, heads, cos, sin, mask.dense()?, CHUNK_SCORES, true),
     }
 }
 
@@ -72,29 +72,14 @@ fn attention_in_chunks(
     chunk_scores: usize,
     kernels: bool,
 ) -> Result<Tensor> {
-    check_width(qkv, heads)?;
     let Heads {
         heads: nh,
         head_dim: hd,
         ..
     } = heads;
-    // On CUDA the layout changes (with the rotary embedding) are kernels, which take f32 tables.
+    // On CUDA the layout changes (with the rotary embedding) are kernels.
     let kernels = kernels && crate::fused::applies(qkv);
-    let table = |c: &Tensor| -> Result<Tensor> {
-        Ok(if kernels {
-            c.to_dtype(DType::F32)?.contiguous()?
-        } else {
-            c.clone()
-        })
-    };
-    let op = AttentionOp {
-        heads,
-        chunk_scores,
-        kernels,
-        cos: table(cos)?,
-        sin: table(sin)?,
-        mask: mask.cloned(),
-    };
+    let op = AttentionOp::new(qkv, heads, cos, sin, mask, chunk_scores, kernels)?;
     let x = qkv.detach();
     let y = op.by_rows(&x, |op, rows| {
         let x = rows(&x)?;
@@ -118,15 +103,7 @@ fn flash_attention(
     sin: &Tensor,
     windows: &Tensor,
 ) -> Result<Tensor> {
-    check_width(qkv, heads)?;
-    let op = AttentionOp {
-        heads,
-        chunk_scores: CHUNK_SCORES,
-        kernels: true,
-        cos: cos.to_dtype(DType::F32)?.contiguous()?,
-        sin: sin.to_dtype(DType::F32)?.contiguous()?,
-        mask: None,
-    };
+    let op = AttentionOp::new(qkv, heads, cos, sin, None, CHUNK_SCORES, true)?;
     let x = qkv.detach();
     let (q, r) = op.rotated_heads(&x)?;
     let (o, lse) = crate::fused::flash::forward(&q, &r.k, &r.v, Some(windows))?;
@@ -191,23 +168,6 @@ impl Backward for FlashOp {
     }
 }
 
-/// An error unless `qkv` is [B, T, (heads + 2·kv_heads)·hd] for `heads`.
-fn check_width(qkv: &Tensor, heads: Heads) -> Result<()> {
-    let (_, _, w) = qkv.dims3()?;
-    let Heads {
-        heads: nh,
-        kv_heads: nkv,
-        head_dim: hd,
-    } = heads;
-    if nkv == 0 || !nh.is_multiple_of(nkv) || w != (nh + 2 * nkv) * hd {
-        return Err(candle_core::Error::Msg(format!(
-            "attention: qkv width {w} does not fit {heads:?}"
-        ))
-        .into());
-    }
-    Ok(())
-}
-
 /// Elements of the scores of one chunk of batch rows (bf16: 128 MiB): the attention runs over
 /// the batch in chunks this size so that its `[rows, heads, T, T]` temporaries stay bounded.
 const CHUNK_SCORES: usize = 1 << 26;
@@ -234,6 +194,46 @@ struct Rotated {
 }
 
 impl AttentionOp {
+    /// The op for `qkv` (its width checked against `heads`); with `kernels` (the CUDA layout
+    /// kernels) the rotary tables become the f32 the kernels take.
+    fn new(
+        qkv: &Tensor,
+        heads: Heads,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+        chunk_scores: usize,
+        kernels: bool,
+    ) -> Result<Self> {
+        let (_, _, w) = qkv.dims3()?;
+        let Heads {
+            heads: nh,
+            kv_heads: nkv,
+            head_dim: hd,
+        } = heads;
+        if nkv == 0 || !nh.is_multiple_of(nkv) || w != (nh + 2 * nkv) * hd {
+            return Err(candle_core::Error::Msg(format!(
+                "attention: qkv width {w} does not fit {heads:?}"
+            ))
+            .into());
+        }
+        let table = |c: &Tensor| -> Result<Tensor> {
+            Ok(if kernels {
+                c.to_dtype(DType::F32)?.contiguous()?
+            } else {
+                c.clone()
+            })
+        };
+        Ok(Self {
+            heads,
+            chunk_scores,
+            kernels,
+            cos: table(cos)?,
+            sin: table(sin)?,
+            mask: mask.cloned(),
+        })
+    }
+
     /// `f` over chunks of the batch rows of `x` [B, T, ..], the results concatenated along the
     /// batch: `f` gets the op restricted to the chunk (its rows of the mask and of per-row
     /// rotary tables) and a function that takes the chunk's rows of a [B, ..] tensor.

@@ -84,6 +84,13 @@ __device__ __forceinline__ void ldsm_a(uint32_t* r, const bf16* tile, int st, in
   ldsm_x4(r, tile + (m0 + (lane & 7) + ((lane >> 3) & 1) * 8) * st + kk * 16 + (lane >> 4) * 8);
 }
 
+// B fragments of two neighbouring 8-wide n-tiles from a row-major [k][n] tile in shared memory
+// (the transposed load): rows kk·16.. of the tile, columns n0..n0+15.
+__device__ __forceinline__ void ldsm_b_pair_trans(uint32_t* r, const bf16* tile, int st, int n0,
+                                                  int kk, int lane) {
+  ldsm_x4_trans(r, tile + (kk * 16 + (lane & 15)) * st + n0 + (lane >> 4) * 8);
+}
+
 // Two 8×8 matrices, transposed (the addresses of lanes 0..15).
 __device__ __forceinline__ void ldsm_x2_trans(uint32_t* r, const bf16* p) {
   const uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
@@ -131,6 +138,22 @@ __device__ __forceinline__ void load_tile_async(bf16* s, const bf16* g, int vali
     const int r = i / CH, c = i % CH;
     const bool ok = r < valid;
     cp_async<16>(s + r * (HD + PAD) + c * 8, ok ? g + (size_t)r * HD + c * 8 : g, ok);
+  }
+}
+
+// The A fragments (KS k-steps of 16) of rows r0 and r0 + 8 of a row-major [rows][HD] matrix in
+// global memory; rows from T on are zeros.
+template <int HD>
+__device__ __forceinline__ void load_a_rows(uint32_t (*a)[4], const bf16* m, int r0, int T,
+                                            int t4) {
+  const int r1 = r0 + 8;
+#pragma unroll
+  for (int kk = 0; kk < HD / 16; ++kk) {
+    const int c = kk * 16 + 2 * t4;
+    a[kk][0] = r0 < T ? ld32(m + (size_t)r0 * HD + c) : 0u;
+    a[kk][1] = r1 < T ? ld32(m + (size_t)r1 * HD + c) : 0u;
+    a[kk][2] = r0 < T ? ld32(m + (size_t)r0 * HD + c + 8) : 0u;
+    a[kk][3] = r1 < T ? ld32(m + (size_t)r1 * HD + c + 8) : 0u;
   }
 }
 
@@ -183,15 +206,7 @@ __device__ void flash_fwd(const bf16* __restrict__ q, const bf16* __restrict__ k
   cp_async_commit();
 
   uint32_t qa[KS][4];
-#pragma unroll
-  for (int kk = 0; kk < KS; ++kk) {
-    const int c = kk * 16 + 2 * t4;
-    const bool r0 = rows[0] < T, r1 = rows[1] < T;
-    qa[kk][0] = r0 ? ld32(qb + (size_t)rows[0] * HD + c) : 0u;
-    qa[kk][1] = r1 ? ld32(qb + (size_t)rows[1] * HD + c) : 0u;
-    qa[kk][2] = r0 ? ld32(qb + (size_t)rows[0] * HD + c + 8) : 0u;
-    qa[kk][3] = r1 ? ld32(qb + (size_t)rows[1] * HD + c + 8) : 0u;
-  }
+  load_a_rows<HD>(qa, qb, rows[0], T, t4);
   float acc[NT][4];
 #pragma unroll
   for (int n = 0; n < NT; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
@@ -264,7 +279,7 @@ __device__ void flash_fwd(const bf16* __restrict__ q, const bf16* __restrict__ k
 #pragma unroll
       for (int n = 0; n < NT; n += 2) {
         uint32_t bv[4];
-        ldsm_x4_trans(bv, Vs + (kk * 16 + (lane & 15)) * ST + (n + (lane >> 4)) * 8);
+        ldsm_b_pair_trans(bv, Vs, ST, n * 8, kk, lane);
         mma_bf16(acc[n], pa, bv[0], bv[1]);
         mma_bf16(acc[n + 1], pa, bv[2], bv[3]);
       }
@@ -377,17 +392,7 @@ __device__ void flash_bwd(const bf16* __restrict__ q, const bf16* __restrict__ k
 
   // This warp's rows of V as A fragments (keys × HD).
   uint32_t va[KS][4];
-  {
-    const int r0 = k0 + kw + g, r1 = r0 + 8;
-#pragma unroll
-    for (int kk = 0; kk < KS; ++kk) {
-      const int c = kk * 16 + 2 * t4;
-      va[kk][0] = r0 < T ? ld32(vb + (size_t)r0 * HD + c) : 0u;
-      va[kk][1] = r1 < T ? ld32(vb + (size_t)r1 * HD + c) : 0u;
-      va[kk][2] = r0 < T ? ld32(vb + (size_t)r0 * HD + c + 8) : 0u;
-      va[kk][3] = r1 < T ? ld32(vb + (size_t)r1 * HD + c + 8) : 0u;
-    }
-  }
+  load_a_rows<HD>(va, vb, k0 + kw + g, T, t4);
   float dka[NT][4], dva[NT][4];
 #pragma unroll
   for (int n = 0; n < NT; ++n)
@@ -454,7 +459,7 @@ __device__ void flash_bwd(const bf16* __restrict__ q, const bf16* __restrict__ k
 #pragma unroll
       for (int n = 0; n < NT; n += 2) {
         uint32_t bo[4];
-        ldsm_x4_trans(bo, dOs + (kk * 16 + (lane & 15)) * ST + (n + (lane >> 4)) * 8);
+        ldsm_b_pair_trans(bo, dOs, ST, n * 8, kk, lane);
         mma_bf16(dva[n], pa, bo[0], bo[1]);
         mma_bf16(dva[n + 1], pa, bo[2], bo[3]);
       }
@@ -487,7 +492,7 @@ __device__ void flash_bwd(const bf16* __restrict__ q, const bf16* __restrict__ k
 #pragma unroll
       for (int n = 0; n < NT; n += 2) {
         uint32_t bq[4];
-        ldsm_x4_trans(bq, Qs + (kk * 16 + (lane & 15)) * ST + (n + (lane >> 4)) * 8);
+        ldsm_b_pair_trans(bq, Qs, ST, n * 8, kk, lane);
         mma_bf16(dka[n], da, bq[0], bq[1]);
         mma_bf16(dka[n + 1], da, bq[2], bq[3]);
       }
@@ -517,7 +522,7 @@ __device__ void flash_bwd(const bf16* __restrict__ q, const bf16* __restrict__ k
         for (int n = 0; n < NH; n += 2) {
           uint32_t bk[4];
           if (n + 1 < NH) {
-            ldsm_x4_trans(bk, sm.k + (kk * 16 + (lane & 15)) * ST + (nb + n + (lane >> 4)) * 8);
+            ldsm_b_pair_trans(bk, sm.k, ST, (nb + n) * 8, kk, lane);
             mma_bf16(dqa[n], da, bk[0], bk[1]);
             mma_bf16(dqa[n + 1], da, bk[2], bk[3]);
           } else {

@@ -142,6 +142,33 @@ mod imp {
         Ok([b, h, hkv, t, hd])
     }
 
+    /// The backward pass's extra inputs checked against q [B, H, T, hd].
+    fn check_backward(q: &Tensor, y: &Tensor, dy: &Tensor, dyh: &Tensor, lse: &Tensor) -> R<()> {
+        let (b, h, t, hd) = q.dims4()?;
+        if y.dims() != [b, t, h * hd] || dy.dims() != y.dims() || dyh.dims() != q.dims() {
+            candle_core::bail!(
+                "flash attention backward: y {:?}, dy {:?}, dyh {:?} for q {:?}",
+                y.dims(),
+                dy.dims(),
+                dyh.dims(),
+                q.dims()
+            )
+        }
+        if lse.dims() != [b, h, t] || lse.dtype() != DType::F32 || !lse.is_contiguous() {
+            candle_core::bail!(
+                "flash attention backward: lse {:?} {:?}, expected f32 [{b}, {h}, {t}]",
+                lse.dims(),
+                lse.dtype()
+            )
+        }
+        for (x, name) in [(y, "y"), (dy, "dy"), (dyh, "dyh")] {
+            if x.dtype() != DType::BF16 || !x.is_contiguous() {
+                candle_core::bail!("flash attention backward: {name} must be contiguous bf16")
+            }
+        }
+        Ok(())
+    }
+
     fn tiles(t: usize, rows: usize) -> u32 {
         t.div_ceil(rows) as u32
     }
@@ -212,32 +239,7 @@ mod imp {
         let [b, h, hkv, t, hd] = shape(q, k, v, windows)?;
         let y = y.contiguous()?;
         let dy = dy.contiguous()?;
-        if y.dims() != [b, t, h * hd] || dy.dims() != y.dims() || dyh.dims() != q.dims() {
-            return Err(candle_core::Error::Msg(format!(
-                "flash attention backward: y {:?}, dy {:?}, dyh {:?} for q {:?}",
-                y.dims(),
-                dy.dims(),
-                dyh.dims(),
-                q.dims()
-            ))
-            .into());
-        }
-        if lse.dims() != [b, h, t] || lse.dtype() != DType::F32 || !lse.is_contiguous() {
-            return Err(candle_core::Error::Msg(format!(
-                "flash attention backward: lse {:?} {:?}, expected f32 [{b}, {h}, {t}]",
-                lse.dims(),
-                lse.dtype()
-            ))
-            .into());
-        }
-        for (x, name) in [(&y, "y"), (&dy, "dy"), (dyh, "dyh")] {
-            if x.dtype() != DType::BF16 || !x.is_contiguous() {
-                return Err(candle_core::Error::Msg(format!(
-                    "flash attention backward: {name} must be contiguous bf16"
-                ))
-                .into());
-            }
-        }
+        check_backward(q, &y, &dy, dyh, lse)?;
         let (qs, ql) = cuda_storage(q, "flash attention: q")?;
         let (ks, kl) = cuda_storage(k, "flash attention: k")?;
         let (vs, vl) = cuda_storage(v, "flash attention: v")?;
